@@ -1,0 +1,1 @@
+"""Cohort data: raw sources, the cohort directory contract, vocabularies, tokenizers, batches."""

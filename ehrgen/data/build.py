@@ -1,0 +1,250 @@
+"""SourceTables -> cohort directory: normalise, validate, count drops, group, split, shard.
+
+Every row that cannot be used is dropped *and counted* (``cohort.json["drops"]`` and the log);
+nothing is silently lost and nothing half-written is left behind (``atomic_directory``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from ehrgen.data.codes import ICD9_DX_PATTERN, category_expr, normalize_code_expr
+from ehrgen.data.cohort import (
+    SPLITS,
+    assign_splits,
+    cohort_metadata,
+    write_json_atomic,
+    write_patient_shards,
+)
+from ehrgen.data.sources.base import SourceTables
+from ehrgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# MIMIC-III shifts DOBs of patients over 89 by ~300 years and MIMIC-IV caps anchor_age at 91:
+# every age above this is reported as AGE_CLAMP_TO.
+AGE_CLAMP_ABOVE = 89.0
+AGE_CLAMP_TO = 90.0
+COOCCURRENCE_FILE = "cooccurrence.npz"
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    return lf.collect(engine="streaming")
+
+
+def _count_drop(drops: dict[str, int], name: str, n: int) -> None:
+    if n:
+        drops[name] = drops.get(name, 0) + int(n)
+
+
+def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int]]:
+    """Return ``(diagnoses, patients, drops, input_rows)`` with only usable rows.
+
+    ``diagnoses``: one row per (visit, code) with subject_id, visit_id, time, age, seq, code;
+    ``patients``: subject_id, sex.
+    """
+    drops = dict(tables.drops)
+
+    patients = _collect(tables.patients.select("subject_id", "sex"))
+    visits = _collect(tables.visits.select("subject_id", "visit_id", "time", "age"))
+    dx = _collect(
+        tables.diagnoses.select("subject_id", "visit_id", "seq", normalize_code_expr("code").alias("code"))
+    )
+    input_rows = {"patients": patients.height, "admissions": visits.height, "diagnoses": dx.height}
+
+    # -- patients
+    _count_drop(drops, "patient_missing_id", patients["subject_id"].null_count())
+    patients = patients.drop_nulls("subject_id")
+    n = patients.height
+    patients = patients.unique("subject_id", keep="first", maintain_order=True)
+    _count_drop(drops, "duplicate_patient", n - patients.height)
+    _count_drop(drops, "patient_unknown_sex", patients["sex"].null_count())
+    patients = patients.drop_nulls("sex")
+
+    # -- admissions
+    n = visits.height
+    visits = visits.drop_nulls(["subject_id", "visit_id"])
+    _count_drop(drops, "admission_missing_id", n - visits.height)
+    n = visits.height
+    visits = visits.unique("visit_id", keep="first", maintain_order=True)
+    _count_drop(drops, "duplicate_admission", n - visits.height)
+    _count_drop(drops, "admission_unparsable_time", visits["time"].null_count())
+    visits = visits.drop_nulls("time")
+    n = visits.height
+    visits = visits.join(patients.select("subject_id"), on="subject_id", how="semi")
+    _count_drop(drops, "admission_without_patient", n - visits.height)
+    _count_drop(drops, "admission_unknown_age", visits["age"].null_count())
+    visits = visits.drop_nulls("age")
+    _count_drop(drops, "admission_negative_age", (visits["age"] < 0).sum())
+    visits = visits.filter(pl.col("age") >= 0)
+
+    # -- diagnoses
+    empty = pl.col("code").is_null() | (pl.col("code") == "")
+    _count_drop(drops, "diagnosis_null_code", dx.select(empty.sum()).item())
+    dx = dx.filter(~empty)
+    shaped = pl.col("code").str.contains(ICD9_DX_PATTERN)
+    _count_drop(drops, "diagnosis_not_icd9", dx.select((~shaped).sum()).item())
+    dx = dx.filter(shaped)
+    n = dx.height
+    dx = dx.drop_nulls("visit_id")
+    _count_drop(drops, "diagnosis_missing_id", n - dx.height)
+    n = dx.height
+    dx = dx.join(visits, on="visit_id", how="inner", suffix="_visit")
+    _count_drop(drops, "diagnosis_without_admission", n - dx.height)
+    mismatch = pl.col("subject_id").is_not_null() & (pl.col("subject_id") != pl.col("subject_id_visit"))
+    _count_drop(drops, "diagnosis_subject_mismatch", dx.select(mismatch.sum()).item())
+    dx = dx.filter(~mismatch).drop("subject_id").rename({"subject_id_visit": "subject_id"})
+    # One code once per visit; keep the position of its first mention (seq_num order).
+    dx = dx.sort(["subject_id", "time", "visit_id", "seq", "code"], nulls_last=True)
+    n = dx.height
+    dx = dx.unique(["visit_id", "code"], keep="first", maintain_order=True)
+    _count_drop(drops, "duplicate_code_in_visit", n - dx.height)
+
+    _count_drop(drops, "admission_without_diagnoses", visits.height - dx["visit_id"].n_unique())
+    with_visits = patients.join(dx.select("subject_id").unique(), on="subject_id", how="semi")
+    _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
+    return dx, with_visits, drops, input_rows
+
+
+def group_patients(dx: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
+    """One row per patient in the cohort row schema, visits ordered by time."""
+    visit_rows = dx.group_by(["subject_id", "visit_id"], maintain_order=True).agg(
+        pl.col("time").first(), pl.col("age").first(), pl.col("code").alias("codes")
+    )
+    per_patient = visit_rows.group_by("subject_id", maintain_order=True).agg(
+        pl.col("age").first(),
+        pl.struct(pl.col("time"), pl.col("codes")).alias("visits"),
+    )
+    age = pl.col("age")
+    return (
+        per_patient.join(patients, on="subject_id", how="inner")
+        .select(
+            pl.col("subject_id").cast(pl.Int64),
+            pl.col("sex").cast(pl.Int8),
+            pl.when(age > AGE_CLAMP_ABOVE).then(AGE_CLAMP_TO).otherwise(age).cast(pl.Float32).alias("age"),
+            "visits",
+        )
+        .sort("subject_id")
+    )
+
+
+def code_table(patients: pl.DataFrame, split: np.ndarray, descriptions: pl.DataFrame | None) -> pl.DataFrame:
+    """``codes.parquet``: code, count (all splits), train_count, category, description."""
+    codes = (
+        patients.select(pl.Series("is_train", split == 0), "visits")
+        .explode("visits")
+        .select("is_train", pl.col("visits").struct.field("codes").alias("code"))
+        .explode("code")
+        .group_by("code")
+        .agg(
+            pl.len().cast(pl.Int64).alias("count"),
+            pl.col("is_train").sum().cast(pl.Int64).alias("train_count"),
+        )
+        .with_columns(category_expr("code").alias("category"))
+    )
+    if descriptions is not None:
+        codes = codes.join(descriptions.unique("code", keep="first"), on="code", how="left")
+    else:
+        codes = codes.with_columns(pl.lit(None, pl.Utf8).alias("description"))
+    return codes.sort(["count", "code"], descending=[True, False])
+
+
+def cooccurrence_matrix(patients: pl.DataFrame, codes: list[str]) -> sp.csr_matrix:
+    """Symmetric visit-level code x code counts (zero diagonal), indexed like ``codes``."""
+    index = pl.DataFrame({"code": codes, "idx": np.arange(len(codes), dtype=np.int32)})
+    occ = (
+        patients.select("visits")
+        .explode("visits")
+        .with_row_index("visit")
+        .select("visit", pl.col("visits").struct.field("codes").alias("code"))
+        .explode("code")
+        .join(index, on="code", how="inner")
+    )
+    n_visits = int(occ["visit"].max()) + 1 if occ.height else 0
+    incidence = sp.csr_matrix(
+        (np.ones(occ.height, dtype=np.float32), (occ["visit"].to_numpy(), occ["idx"].to_numpy())),
+        shape=(n_visits, len(codes)),
+    )
+    counts = (incidence.T @ incidence).tocsr()
+    counts.setdiag(0)
+    counts.eliminate_zeros()
+    return counts.astype(np.int32)
+
+
+def load_cooccurrence(cohort_path: Path) -> sp.csr_matrix:
+    """The train-split co-occurrence matrix of a cohort (rows/cols follow codes.parquet order)."""
+    return sp.load_npz(Path(cohort_path) / "metadata" / COOCCURRENCE_FILE).tocsr()
+
+
+def build_cohort(
+    tables: SourceTables,
+    out_dir: Path,
+    *,
+    split_seed: int = 42,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    shard_size: int = 50_000,
+    row_group_size: int = 1024,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
+    dx, patients, drops, input_rows = clean_tables(tables)
+    if patients.height == 0:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
+        raise InputError(f"{tables.name}: no patient with a usable diagnosis remains (dropped: {reasons})")
+    cohort = group_patients(dx, patients)
+    del dx
+    split = assign_splits(cohort["subject_id"].to_numpy(), split_seed, tuple(split_fractions))
+
+    descriptions = _collect(tables.descriptions) if tables.descriptions is not None else None
+    codes = code_table(cohort, split, descriptions)
+    (out_dir / "metadata").mkdir(parents=True, exist_ok=True)
+    codes.write_parquet(out_dir / "metadata" / "codes.parquet")
+
+    counts: dict[str, dict[str, int]] = {"patients": {}, "visits": {}, "codes": {}}
+    files: dict[str, list[int]] = {}
+    n_visits = cohort["visits"].list.len()
+    n_codes = cohort["visits"].list.eval(pl.element().struct.field("codes").list.len()).list.sum()
+    for i, name in enumerate(SPLITS):
+        mask = split == i
+        part = cohort.filter(pl.Series(mask))
+        files[name] = write_patient_shards(part, out_dir / "data" / name, shard_size, row_group_size)
+        counts["patients"][name] = int(mask.sum())
+        counts["visits"][name] = int(n_visits.filter(pl.Series(mask)).sum())
+        counts["codes"][name] = int(n_codes.filter(pl.Series(mask)).sum())
+
+    train = cohort.filter(pl.Series(split == 0))
+    cooc = cooccurrence_matrix(train, codes["code"].to_list())
+    sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc, compressed=True)
+
+    meta = cohort_metadata(
+        tables.name,
+        counts=counts,
+        n_unique_codes=codes.height,
+        input_rows=input_rows,
+        drops=dict(sorted(drops.items())),
+        split={
+            "seed": split_seed,
+            "fractions": list(split_fractions),
+            "method": "splitmix64(subject_id, seed)",
+        },
+        shards={"patients_per_file": shard_size, "row_group_size": row_group_size, "rows_per_file": files},
+        age={"unit": "years at first visit", "clamp_above": AGE_CLAMP_ABOVE, "clamped_to": AGE_CLAMP_TO},
+        cooccurrence={
+            "file": f"metadata/{COOCCURRENCE_FILE}",
+            "split": "train",
+            "level": "visit",
+            "nnz": int(cooc.nnz),
+        },
+        info=tables.info,
+        **(extra_meta or {}),
+    )
+    write_json_atomic(out_dir / "metadata" / "cohort.json", meta)
+    for reason, n in sorted(drops.items()):
+        log.info("dropped %d %s", n, reason.replace("_", " "))
+    return meta

@@ -1,0 +1,220 @@
+"""The cohort directory: the single contract between prepare, training, generation and evaluation.
+
+```
+cohort/
+  data/{train,val,test}/part-00000.parquet   one row per patient; a patient never spans two files
+  metadata/codes.parquet                     code, count, train_count, category, description
+  metadata/cohort.json                       schema version, source, counts, drops, split seed
+  metadata/cooccurrence.npz                  train-split visit-level code x code counts (CSR)
+```
+Row schema: ``subject_id: int64, sex: int8 (0=M, 1=F), age: float32 (years, first visit),
+visits: list<struct<time: timestamp[us] (nullable), codes: list<string>>>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ehrgen.errors import InputError
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+VISIT_TYPE = pa.struct([("time", pa.timestamp("us")), ("codes", pa.list_(pa.string()))])
+PATIENT_SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("sex", pa.int8()),
+        ("age", pa.float32()),
+        ("visits", pa.list_(VISIT_TYPE)),
+    ]
+)
+POLARS_SCHEMA = pl.Schema(
+    {
+        "subject_id": pl.Int64,
+        "sex": pl.Int8,
+        "age": pl.Float32,
+        "visits": pl.List(pl.Struct({"time": pl.Datetime("us"), "codes": pl.List(pl.Utf8)})),
+    }
+)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def stable_hash(ids: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of ``ids`` mixed with ``seed``: identical on every machine and library version."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def assign_splits(subject_ids: np.ndarray, seed: int, fractions: tuple[float, float, float]) -> np.ndarray:
+    """Split index (0=train, 1=val, 2=test) per subject from a seeded stable hash of its id."""
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
+        raise InputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    u = (stable_hash(subject_ids, seed) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    edges = np.cumsum(fractions)[:2]
+    return np.searchsorted(edges, u, side="right").astype(np.int8)
+
+
+# ----------------------------------------------------------------------------- atomic output
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory that replaces ``out_dir`` only if the block succeeds.
+
+    A crash or Ctrl-C leaves at most a ``.<name>.tmp-*`` folder, never a complete-looking cohort.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; pass overwrite=true to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON to ``path`` through a temp file and rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.rename(path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_patient_shards(
+    patients: pl.DataFrame,
+    split_dir: Path,
+    shard_size: int,
+    row_group_size: int = 1024,
+    first_part: int = 0,
+) -> list[int]:
+    """Write ``patients`` (cohort row schema) as ``part-NNNNN.parquet`` files; return rows per file."""
+    split_dir.mkdir(parents=True, exist_ok=True)
+    table = patients.select(POLARS_SCHEMA.names()).cast(dict(POLARS_SCHEMA)).to_arrow()
+    table = table.cast(PATIENT_SCHEMA)
+    sizes = []
+    for i, start in enumerate(range(0, max(table.num_rows, 1), shard_size)):
+        part = table.slice(start, shard_size)
+        if part.num_rows == 0 and i > 0:
+            break
+        pq.write_table(
+            part,
+            split_dir / f"part-{first_part + i:05d}.parquet",
+            row_group_size=row_group_size,
+            compression="zstd",
+        )
+        sizes.append(part.num_rows)
+    return sizes
+
+
+def cohort_metadata(source: str, **fields: Any) -> dict[str, Any]:
+    """The common header of ``metadata/cohort.json``."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "complete": True,
+        **fields,
+    }
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class Cohort:
+    """Read-only view of a cohort directory; validates the layout on construction."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().absolute()
+        meta_file = self.path / "metadata" / "cohort.json"
+        if not self.path.is_dir():
+            raise InputError(
+                f"cohort directory {self.path} does not exist; create it with "
+                f"`python -m ehrgen.prepare data=<source> data.cohort_dir={self.path}`"
+            )
+        if not meta_file.is_file():
+            raise InputError(
+                f"{meta_file} is missing: {self.path} is not a complete cohort directory "
+                "(re-run `python -m ehrgen.prepare ... overwrite=true`)"
+            )
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{meta_file}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        version = self.meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{meta_file}: schema_version {version!r}, this ehrgen reads {SCHEMA_VERSION}")
+        if not self.meta.get("complete", False):
+            raise InputError(f"{meta_file}: cohort is marked incomplete; re-run the step that wrote it")
+
+    def __repr__(self) -> str:
+        return f"Cohort({str(self.path)!r}, n_patients={self.n_patients})"
+
+    @property
+    def n_patients(self) -> int:
+        return int(sum(self.meta["counts"]["patients"].values()))
+
+    def splits(self) -> list[str]:
+        """Splits that hold at least one patient."""
+        return [s for s in SPLITS if self.meta["counts"]["patients"].get(s, 0) > 0]
+
+    def files(self, split: str) -> list[Path]:
+        """Parquet part files of ``split`` in order (empty list when the split is empty)."""
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return sorted((self.path / "data" / split).glob("part-*.parquet"))
+
+    def scan(self, split: str | None = None) -> pl.LazyFrame:
+        """Lazy frame over one split, or over all splits with a ``split`` column when None."""
+        if split is None:
+            frames = [self.scan(s).with_columns(pl.lit(s).alias("split")) for s in self.splits()]
+            if not frames:
+                raise InputError(f"cohort {self.path} holds no patients")
+            return pl.concat(frames)
+        files = self.files(split)
+        if not files:
+            return pl.LazyFrame(schema=POLARS_SCHEMA)
+        return pl.scan_parquet(files)
+
+    def read(self, split: str | None = None) -> pl.DataFrame:
+        """Materialise one split (or all) as a polars DataFrame."""
+        return self.scan(split).collect()
+
+    def codes(self) -> pl.DataFrame:
+        """``metadata/codes.parquet``: code, count, train_count, category, description."""
+        return pl.read_parquet(self.path / "metadata" / "codes.parquet")
+
+    def row_counts(self, split: str) -> list[int]:
+        """Patients per part file, from Parquet footers (no data read)."""
+        return [pq.ParquetFile(f).metadata.num_rows for f in self.files(split)]

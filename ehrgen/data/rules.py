@@ -1,0 +1,113 @@
+"""Clinical validity rules: ICD-9 codes that only make sense for one sex or an age range.
+
+One table, used by the simulator (never emits a violation), the sampler (as a logits mask) and
+the evaluation (violation rates). Age is the patient's age at the first visit, in years.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ehrgen.data.codes import category_of
+
+MALE, FEMALE = 0, 1
+
+
+@dataclass(frozen=True)
+class ValidityRule:
+    """Codes whose category lies in one of ``ranges`` require the demographic condition.
+
+    ``ranges`` are inclusive pairs of categories with the same prefix letter, compared
+    numerically (``("630", "679")``, ``("V22", "V24")``). ``sex`` is required when not None;
+    the age condition is ``min_age <= age < max_age``.
+    """
+
+    name: str
+    description: str
+    ranges: tuple[tuple[str, str], ...]
+    sex: int | None = None
+    min_age: float = 0.0
+    max_age: float = float("inf")
+
+    def covers(self, code: str) -> bool:
+        """Whether the rule applies to ``code`` (normalised, no dot)."""
+        cat = category_of(code)
+        prefix = cat[0] if cat[0] in "VE" else ""
+        for lo, hi in self.ranges:
+            lo_prefix = lo[0] if lo[0] in "VE" else ""
+            if prefix != lo_prefix:
+                continue
+            value = int(cat[len(prefix) :][:3] if prefix != "E" else cat[1:4])
+            if int(lo[len(lo_prefix) :]) <= value <= int(hi[len(lo_prefix) :]):
+                return True
+        return False
+
+    def allows(self, sex: np.ndarray | int, age: np.ndarray | float) -> np.ndarray:
+        """Vectorised: True where a patient of this sex and age may carry the rule's codes."""
+        sex = np.asarray(sex)
+        age = np.asarray(age, dtype=np.float64)
+        ok = (age >= self.min_age) & (age < self.max_age)
+        if self.sex is not None:
+            ok &= sex == self.sex
+        return ok
+
+
+VALIDITY_RULES: tuple[ValidityRule, ...] = (
+    ValidityRule(
+        "pregnancy",
+        "pregnancy/childbirth (630-679, V22-V24, V27) only for women aged 12-55",
+        (("630", "679"), ("V22", "V24"), ("V27", "V27")),
+        sex=FEMALE,
+        min_age=12.0,
+        max_age=56.0,
+    ),
+    ValidityRule(
+        "perinatal",
+        "perinatal conditions (760-779, V29-V39) only under 1 year of age",
+        (("760", "779"), ("V29", "V39")),
+        max_age=1.0,
+    ),
+    ValidityRule(
+        "male_genital",
+        "male genital organs (600-608) and prostate cancer (185) only for men",
+        (("600", "608"), ("185", "185")),
+        sex=MALE,
+    ),
+    ValidityRule(
+        "female_genital",
+        "female genital organs (614-629) and breast/uterine/ovarian cancer (179-184) only for women",
+        (("614", "629"), ("179", "184")),
+        sex=FEMALE,
+    ),
+)
+
+
+def rule_membership(codes: Sequence[str], rules: Sequence[ValidityRule] = VALIDITY_RULES) -> np.ndarray:
+    """Boolean matrix ``[len(rules), len(codes)]``: which codes each rule covers."""
+    return np.array([[rule.covers(c) for c in codes] for rule in rules], dtype=bool).reshape(
+        len(rules), len(codes)
+    )
+
+
+def allowed_code_mask(
+    codes: Sequence[str],
+    sex: np.ndarray,
+    age: np.ndarray,
+    rules: Sequence[ValidityRule] = VALIDITY_RULES,
+    membership: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean ``[n_patients, len(codes)]``: codes each patient may carry under every rule.
+
+    ``membership`` (from :func:`rule_membership`) can be passed to avoid recomputing it per batch.
+    """
+    sex = np.atleast_1d(np.asarray(sex))
+    age = np.atleast_1d(np.asarray(age, dtype=np.float64))
+    member = rule_membership(codes, rules) if membership is None else membership
+    mask = np.ones((sex.shape[0], len(codes)), dtype=bool)
+    for rule, covered in zip(rules, member, strict=True):
+        forbidden = ~rule.allows(sex, age)  # [n_patients]
+        mask &= ~(forbidden[:, None] & covered[None, :])
+    return mask

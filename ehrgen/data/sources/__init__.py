@@ -1,0 +1,1 @@
+"""Raw EHR sources. Each turns its native tables into :class:`SourceTables`."""

@@ -1,0 +1,104 @@
+"""What every raw source hands to the cohort builder, and the CSV helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from ehrgen.errors import InputError
+
+
+@dataclass
+class SourceTables:
+    """Source-neutral tables; the builder does normalisation, validation, grouping and counting.
+
+    - ``patients``: subject_id Int64, sex Int8 (0=M, 1=F, null when unknown)
+    - ``visits``: subject_id Int64, visit_id Int64, time Datetime(us) (null if unparsable),
+      age Float64 (years at this visit, null if unknown)
+    - ``diagnoses``: subject_id Int64, visit_id Int64, seq Int64 (order within the visit),
+      code Utf8 (raw; the builder normalises)
+    - ``descriptions``: code Utf8 (normalised), description Utf8; optional
+    - ``drops``: reader-level drop counts (e.g. ``icd10_rows``), merged into cohort.json
+    """
+
+    name: str
+    patients: pl.LazyFrame
+    visits: pl.LazyFrame
+    diagnoses: pl.LazyFrame
+    descriptions: pl.LazyFrame | None = None
+    drops: dict[str, int] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    """A raw source: ``load`` may write scratch files under ``workdir`` (deleted afterwards)."""
+
+    name: str
+
+    def load(self, workdir: Path) -> SourceTables: ...
+
+    def cache_key(self) -> dict[str, object]:
+        """Options that identify the cohort this source produces (for the default cohort_dir)."""
+        ...
+
+
+def find_table(raw_dir: str | Path | None, name: str, expected: str) -> Path:
+    """Locate ``NAME.csv``/``NAME.csv.gz`` (either case) in ``raw_dir`` or fail in one line."""
+    if raw_dir is None:
+        raise InputError(f"data.raw_dir is not set: expected a folder holding {name}.csv(.gz) ({expected})")
+    root = Path(raw_dir).expanduser()
+    if not root.is_dir():
+        raise InputError(f"data.raw_dir {root} does not exist: expected a folder holding {name}.csv(.gz)")
+    for stem in (name, name.upper(), name.lower()):
+        for suffix in (".csv", ".csv.gz"):
+            path = root / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    raise InputError(f"{root / name}.csv(.gz) not found: expected {expected}")
+
+
+def scan_table(path: Path, required: list[str]) -> pl.LazyFrame:
+    """Scan a CSV as strings with lower-case headers; fail naming missing columns."""
+    lf = pl.scan_csv(path, infer_schema=False, raise_if_empty=False)
+    try:
+        columns = lf.collect_schema().names()
+    except pl.exceptions.PolarsError as err:
+        raise InputError(f"{path}: cannot be read as CSV ({type(err).__name__})") from None
+    lower = {c: c.strip().lower() for c in columns}
+    missing = [c for c in required if c not in lower.values()]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'no header'}"
+        )
+    return lf.rename(lower).select(required)
+
+
+def parse_datetime(col: str) -> pl.Expr:
+    """Parse MIMIC timestamps (``2164-10-23 21:09:00``, ISO ``T`` form or a bare date); null if not."""
+    s = pl.col(col).str.strip_chars().str.replace("T", " ")
+    return pl.coalesce(
+        s.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us"),
+        s.str.to_datetime("%Y-%m-%d %H:%M", strict=False, time_unit="us"),
+        s.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"),
+        s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
+    )
+
+
+def parse_sex(col: str) -> pl.Expr:
+    """``M``/``F`` (any case, also ``male``/``female``) -> 0/1, anything else -> null."""
+    s = pl.col(col).str.strip_chars().str.to_uppercase()
+    return (
+        pl.when(s.is_in(["M", "MALE"]))
+        .then(pl.lit(0, pl.Int8))
+        .when(s.is_in(["F", "FEMALE"]))
+        .then(pl.lit(1, pl.Int8))
+        .otherwise(pl.lit(None, pl.Int8))
+    )
+
+
+def to_int(col: str) -> pl.Expr:
+    """Integer id column; unparsable values become null (and are dropped and counted later)."""
+    return pl.col(col).str.strip_chars().cast(pl.Int64, strict=False)

@@ -1,0 +1,99 @@
+"""Raw EHR tables -> cohort directory (sharded Parquet + metadata).
+
+python -m ehrgen.prepare                                   # built-in simulator
+python -m ehrgen.prepare data=mimic3 data.raw_dir=PATH data.cohort_dir=PATH [overwrite=true]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ehrgen.config import CONFIG_DIR
+from ehrgen.data.build import build_cohort
+from ehrgen.data.cohort import Cohort, atomic_directory
+from ehrgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def cohort_dir_for(cfg: DictConfig) -> Path:
+    """``data.cohort_dir``, or a cache folder keyed by the source and its split/shard options."""
+    if cfg.data.get("cohort_dir"):
+        return Path(str(cfg.data.cohort_dir)).expanduser().absolute()
+    source = instantiate(cfg.data.source)
+    key = {
+        **source.cache_key(),
+        "split_seed": cfg.data.split_seed,
+        "split_fractions": list(cfg.data.split_fractions),
+        "shard_size": cfg.data.shard_size,
+        "row_group_size": cfg.data.row_group_size,
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(str(cfg.paths.cache_dir)).expanduser().absolute() / "cohorts" / f"{cfg.data.name}-{digest}"
+
+
+def run(cfg: DictConfig) -> Path:
+    """Prepare the cohort described by ``cfg.data``; return its directory."""
+    source = instantiate(cfg.data.source)
+    out = cohort_dir_for(cfg)
+    started = time.perf_counter()
+    with atomic_directory(out, overwrite=bool(cfg.get("overwrite", False))) as tmp:
+        scratch = tmp / ".scratch"
+        scratch.mkdir()
+        tables = source.load(scratch)
+        meta = build_cohort(
+            tables,
+            tmp,
+            split_seed=int(cfg.data.split_seed),
+            split_fractions=tuple(float(f) for f in cfg.data.split_fractions),
+            shard_size=int(cfg.data.shard_size),
+            row_group_size=int(cfg.data.row_group_size),
+            extra_meta={"options": OmegaConf.to_container(cfg.data, resolve=True)},
+        )
+        shutil.rmtree(scratch)
+    counts = meta["counts"]
+    dropped = sum(meta["drops"].values())
+    log.info(
+        "cohort %s: %d patients (train/val/test %s), %d visits, %d unique codes, %d rows dropped, %.1fs",
+        out,
+        sum(counts["patients"].values()),
+        "/".join(str(counts["patients"][s]) for s in ("train", "val", "test")),
+        sum(counts["visits"].values()),
+        meta["n_unique_codes"],
+        dropped,
+        time.perf_counter() - started,
+    )
+    return out
+
+
+def ensure_cohort(cfg: DictConfig) -> Cohort:
+    """The configured cohort, preparing it first when it does not exist yet (training's entry)."""
+    out = cohort_dir_for(cfg)
+    if not (out / "metadata" / "cohort.json").is_file():
+        if out.exists() and any(out.iterdir()):
+            raise InputError(
+                f"{out} exists but is not a complete cohort; remove it or run "
+                f"`python -m ehrgen.prepare ... data.cohort_dir={out} overwrite=true`"
+            )
+        log.info("cohort %s not found: preparing it from data=%s", out, cfg.data.name)
+        run(cfg)
+    return Cohort(out)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    path = run(cfg)
+    print(f"cohort written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""prepare on the real MIMIC-III demo and on hand-made raw tables with every kind of bad row."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ehrgen.data.build import load_cooccurrence
+from ehrgen.data.cohort import Cohort, assign_splits
+from ehrgen.errors import InputError
+from ehrgen.prepare import cohort_dir_for, run
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_demo_counts_match_raw_tables(demo_cohort: Path, mimic3_demo: Path) -> None:
+    cohort = Cohort(demo_cohort)
+    patients = cohort.read()
+    assert patients.height == 100
+    assert patients["subject_id"].n_unique() == 100
+    assert int(patients["visits"].list.len().sum()) == 129
+    assert cohort.meta["drops"] == {}
+
+    raw = Counter(row["icd9_code"] for row in _read_csv(mimic3_demo / "DIAGNOSES_ICD.csv"))
+    codes = cohort.codes()
+    assert dict(zip(codes["code"], codes["count"], strict=True)) == dict(raw)
+    assert int(codes["count"].sum()) == 1761
+    # descriptions come from D_ICD_DIAGNOSES
+    assert (
+        codes.filter(pl.col("code") == "4019")["description"].item() == "Unspecified essential hypertension"
+    )
+
+
+def test_demo_patient_fields(demo_cohort: Path, mimic3_demo: Path) -> None:
+    patients = Cohort(demo_cohort).read()
+    raw_pat = {int(r["subject_id"]): r for r in _read_csv(mimic3_demo / "PATIENTS.csv")}
+    raw_adm = _read_csv(mimic3_demo / "ADMISSIONS.csv")
+    raw_dx = _read_csv(mimic3_demo / "DIAGNOSES_ICD.csv")
+    from datetime import datetime
+
+    parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")  # noqa: E731
+    for row in patients.iter_rows(named=True):
+        sid = row["subject_id"]
+        assert row["sex"] == {"M": 0, "F": 1}[raw_pat[sid]["gender"]]
+        adms = sorted(
+            (parse(a["admittime"]), int(a["hadm_id"])) for a in raw_adm if int(a["subject_id"]) == sid
+        )
+        age = (adms[0][0] - parse(raw_pat[sid]["dob"])).total_seconds() / 86400 / 365.25
+        assert row["age"] == pytest.approx(90.0 if age > 89 else age, abs=1e-3)
+        # visits in admittime order, codes in seq_num order
+        assert [v["time"] for v in row["visits"]] == [t for t, _ in adms]
+        first_hadm = adms[0][1]
+        expected = [
+            d["icd9_code"]
+            for d in sorted(
+                (d for d in raw_dx if int(d["hadm_id"]) == first_hadm), key=lambda d: int(d["seq_num"])
+            )
+        ]
+        assert row["visits"][0]["codes"] == expected
+    assert (patients["age"] == 90.0).sum() > 0, "the demo holds patients over 89 (DOB shifted by ~300 y)"
+
+
+def test_demo_cooccurrence_matches_bruteforce(demo_cohort: Path) -> None:
+    cohort = Cohort(demo_cohort)
+    codes = cohort.codes()["code"].to_list()
+    index = {c: i for i, c in enumerate(codes)}
+    cooc = load_cooccurrence(demo_cohort).toarray()
+    expected = np.zeros_like(cooc)
+    for row in cohort.read("train").iter_rows(named=True):
+        for visit in row["visits"]:
+            ids = [index[c] for c in visit["codes"]]
+            for a in ids:
+                for b in ids:
+                    if a != b:
+                        expected[a, b] += 1
+    np.testing.assert_array_equal(cooc, expected)
+
+
+def test_gzip_and_upper_case_headers_give_same_cohort(
+    tmp_path: Path, mimic3_demo: Path, demo_cohort: Path, compose_cfg
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"):
+        text = (mimic3_demo / f"{name}.csv").read_text()
+        header, rest = text.split("\n", 1)
+        (raw / f"{name}.csv.gz").write_bytes(gzip.compress((header.upper() + "\n" + rest).encode()))
+    out = run(
+        compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={raw}", f"data.cohort_dir={tmp_path / 'c'}"])
+    )
+    assert Cohort(out).read().drop("split").equals(Cohort(demo_cohort).read().drop("split"))
+
+
+def test_splits_are_seeded_and_sharded(tmp_path: Path, mimic3_demo: Path, compose_cfg) -> None:
+    out = run(
+        compose_cfg(
+            "prepare",
+            [
+                "data=mimic3",
+                f"data.raw_dir={mimic3_demo}",
+                f"data.cohort_dir={tmp_path / 'c'}",
+                "data.shard_size=7",
+            ],
+        )
+    )
+    cohort = Cohort(out)
+    assert len(cohort.files("train")) == int(np.ceil(cohort.meta["counts"]["patients"]["train"] / 7))
+    assert sum(cohort.row_counts("train")) == cohort.meta["counts"]["patients"]["train"]
+    everyone = cohort.read()
+    assert everyone["subject_id"].n_unique() == everyone.height == 100
+    split = assign_splits(everyone["subject_id"].to_numpy(), 42, (0.8, 0.1, 0.1))
+    assert list(everyone["split"]) == [("train", "val", "test")[s] for s in split]
+    big = assign_splits(np.arange(100_000), 42, (0.8, 0.1, 0.1))
+    np.testing.assert_allclose(np.bincount(big) / 1e5, [0.8, 0.1, 0.1], atol=0.01)
+    assert not np.array_equal(big, assign_splits(np.arange(100_000), 43, (0.8, 0.1, 0.1)))
+
+
+def test_default_cohort_dir_is_keyed_by_options(compose_cfg, mimic3_demo: Path) -> None:
+    a = cohort_dir_for(compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={mimic3_demo}"]))
+    b = cohort_dir_for(
+        compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={mimic3_demo}", "data.split_seed=1"])
+    )
+    assert a.parent == b.parent and a.name.startswith("mimic3-") and a != b
+
+
+# ----------------------------------------------------------------------------- bad input
+
+PATIENTS = [
+    ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB"],
+    [1, 1, "M", "2100-01-01 00:00:00"],
+    [2, 2, "F", "2080-06-01 00:00:00"],
+    [3, 3, "F", "not a date"],  # unparsable DOB -> its admission has no age
+    [4, 4, "M", "2090-01-01 00:00:00"],  # no admissions
+    [5, 5, "X", "2090-01-01 00:00:00"],  # unknown sex
+    [1, 1, "M", "2100-01-01 00:00:00"],  # duplicate patient row
+]
+ADMISSIONS = [
+    ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME"],
+    [1, 1, 100, "2150-01-01 10:00:00"],
+    [2, 1, 101, "2140-01-01 10:00:00"],  # earlier: first visit
+    [3, 2, 200, "2150-01-01"],
+    [4, 2, 201, "garbage"],  # unparsable admittime
+    [5, 3, 300, "2150-01-01 00:00:00"],
+    [6, 9, 900, "2150-01-01 00:00:00"],  # no patient row
+    [7, 2, 202, "2151-01-01 00:00:00"],  # no diagnoses
+    [8, 5, 500, "2150-01-01 00:00:00"],
+]
+DIAGNOSES = [
+    ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+    [1, 1, 100, 2, "401.9"],
+    [2, 1, 100, 1, "v58.61"],
+    [3, 1, 100, 3, "4019"],  # duplicate of 401.9 after normalisation
+    [4, 1, 101, 1, "25000"],
+    [5, 1, 101, 2, ""],  # empty code
+    [6, 1, 101, 3, "I10"],  # ICD-10, not ICD-9 shaped
+    [7, 2, 200, 1, "E8497"],
+    [8, 2, 201, 1, "4280"],
+    [9, 3, 300, 1, "4280"],
+    [10, 9, 900, 1, "4280"],
+    [11, 1, 777, 1, "4280"],  # admission does not exist
+    [12, 5, 500, 1, "4280"],
+    [4, 1, 101, 1, "25000"],  # exact duplicate row
+]
+
+
+def _write(raw: Path, tables: dict[str, list[list]]) -> Path:
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, rows in tables.items():
+        with open(raw / f"{name}.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    return raw
+
+
+def _prepare(raw: Path, out: Path, compose_cfg, *extra: str) -> Path:
+    return run(
+        compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={raw}", f"data.cohort_dir={out}", *extra])
+    )
+
+
+def test_bad_rows_are_dropped_and_counted(tmp_path: Path, compose_cfg) -> None:
+    raw = _write(
+        tmp_path / "raw", {"PATIENTS": PATIENTS, "ADMISSIONS": ADMISSIONS, "DIAGNOSES_ICD": DIAGNOSES}
+    )
+    cohort = Cohort(_prepare(raw, tmp_path / "c", compose_cfg))
+    assert cohort.meta["drops"] == {
+        "duplicate_patient": 1,
+        "patient_unknown_sex": 1,
+        "admission_unparsable_time": 1,
+        "admission_without_patient": 2,  # subject 9 and subject 5 (dropped for unknown sex)
+        "admission_unknown_age": 1,
+        "diagnosis_null_code": 1,
+        "diagnosis_not_icd9": 1,
+        "diagnosis_without_admission": 5,  # 201, 300, 900, 777, 500 were all dropped before
+        "duplicate_code_in_visit": 2,
+        "admission_without_diagnoses": 1,
+        "patient_without_admissions": 2,  # patient 4, and patient 3 who lost its only admission
+    }
+    rows = {r["subject_id"]: r for r in cohort.read().iter_rows(named=True)}
+    assert set(rows) == {1, 2}
+    assert [v["codes"] for v in rows[1]["visits"]] == [["25000"], ["V5861", "4019"]]
+    assert rows[1]["age"] == pytest.approx(40.0, abs=0.01)
+    assert [v["codes"] for v in rows[2]["visits"]] == [["E8497"]]
+    assert json.loads((cohort.path / "metadata" / "cohort.json").read_text())["input_rows"]["diagnoses"] == 13
+
+
+def test_missing_raw_dir_file_and_columns(tmp_path: Path, compose_cfg) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        _prepare(tmp_path / "nowhere", tmp_path / "c", compose_cfg)
+    raw = _write(tmp_path / "raw", {"PATIENTS": PATIENTS, "ADMISSIONS": ADMISSIONS})
+    with pytest.raises(InputError, match=r"DIAGNOSES_ICD\.csv\(\.gz\) not found"):
+        _prepare(raw, tmp_path / "c", compose_cfg)
+    bad = [["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ", "CODE"], [1, 1, 100, 1, "4019"]]
+    _write(raw, {"DIAGNOSES_ICD": bad})
+    with pytest.raises(InputError, match=r"DIAGNOSES_ICD\.csv: missing column\(s\) seq_num, icd9_code"):
+        _prepare(raw, tmp_path / "c", compose_cfg)
+    assert not (tmp_path / "c").exists()
+
+
+def test_empty_result_is_an_error(tmp_path: Path, compose_cfg) -> None:
+    raw = _write(
+        tmp_path / "raw",
+        {
+            "PATIENTS": PATIENTS,
+            "ADMISSIONS": ADMISSIONS,
+            "DIAGNOSES_ICD": [DIAGNOSES[0], [1, 1, 100, 1, "XYZ"]],
+        },
+    )
+    with pytest.raises(InputError, match="no patient with a usable diagnosis remains.*diagnosis_not_icd9=1"):
+        _prepare(raw, tmp_path / "c", compose_cfg)
+    assert list(tmp_path.glob(".c.tmp-*")) == [] and not (tmp_path / "c").exists()
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path: Path, mimic3_demo: Path, compose_cfg) -> None:
+    out = _prepare(mimic3_demo, tmp_path / "c", compose_cfg)
+    with pytest.raises(InputError, match="already exists; pass overwrite=true"):
+        _prepare(mimic3_demo, out, compose_cfg)
+    assert _prepare(mimic3_demo, out, compose_cfg, "overwrite=true") == out
+    assert Cohort(out).n_patients == 100
+
+
+def test_crash_leaves_nothing_that_looks_complete(
+    tmp_path: Path, mimic3_demo: Path, compose_cfg, monkeypatch
+) -> None:
+    import ehrgen.data.build as build
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "cooccurrence_matrix", explode)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(mimic3_demo, tmp_path / "c", compose_cfg)
+    assert list(tmp_path.iterdir()) == [tmp_path / "cache"] or not (tmp_path / "c").exists()
+    assert not list(tmp_path.glob(".c.*"))
+
+
+def test_cohort_reader_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist; create it with `python -m ehrgen.prepare"):
+        Cohort(tmp_path / "missing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(InputError, match="not a complete cohort"):
+        Cohort(tmp_path / "half")

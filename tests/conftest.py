@@ -16,13 +16,23 @@ from ehrgen.config import CONFIG_DIR
 REPO = Path(__file__).resolve().parents[1]
 MIMIC3_DEMO = Path(os.environ.get("EHRGEN_MIMIC3_DEMO", REPO.parent / "shared" / "data" / "mimic3-demo"))
 ICD9_TABLES = Path(os.environ.get("EHRGEN_ICD9_TABLES", REPO.parent / "shared" / "data" / "icd9"))
+# CI sets EHRGEN_REQUIRE_DATA=1: a missing real-data folder then fails instead of skipping.
+REQUIRE_DATA = os.environ.get("EHRGEN_REQUIRE_DATA") == "1"
+# Nothing in the test suite may talk to W&B's servers.
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def _missing(reason: str) -> None:
+    if REQUIRE_DATA:
+        pytest.fail(f"{reason} and EHRGEN_REQUIRE_DATA=1", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def mimic3_demo() -> Path:
     """The real MIMIC-III Clinical Database Demo v1.4 (ODbL); skip when a clone lacks it."""
     if not (MIMIC3_DEMO / "DIAGNOSES_ICD.csv").is_file():
-        pytest.skip(f"MIMIC-III demo not found at {MIMIC3_DEMO} (set EHRGEN_MIMIC3_DEMO)")
+        _missing(f"MIMIC-III demo not found at {MIMIC3_DEMO} (set EHRGEN_MIMIC3_DEMO)")
     return MIMIC3_DEMO
 
 
@@ -30,7 +40,7 @@ def mimic3_demo() -> Path:
 def icd9_tables() -> Path:
     """Official ICD-9-CM tables (shared/data/icd9); skip when absent."""
     if not (ICD9_TABLES / "icd9cm_dx_codes_v32.csv").is_file():
-        pytest.skip(f"ICD-9-CM tables not found at {ICD9_TABLES} (set EHRGEN_ICD9_TABLES)")
+        _missing(f"ICD-9-CM tables not found at {ICD9_TABLES} (set EHRGEN_ICD9_TABLES)")
     return ICD9_TABLES
 
 

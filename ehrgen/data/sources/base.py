@@ -102,3 +102,8 @@ def parse_sex(col: str) -> pl.Expr:
 def to_int(col: str) -> pl.Expr:
     """Integer id column; unparsable values become null (and are dropped and counted later)."""
     return pl.col(col).str.strip_chars().cast(pl.Int64, strict=False)
+
+
+def years_between(later: str, earlier: str) -> pl.Expr:
+    """Elapsed years (365.25-day years) from column ``earlier`` to column ``later``."""
+    return (pl.col(later) - pl.col(earlier)).dt.total_seconds() / (86400.0 * 365.25)

@@ -11,9 +11,15 @@ from pathlib import Path
 import polars as pl
 
 from ehrgen.data.codes import normalize_code_expr
-from ehrgen.data.sources.base import SourceTables, find_table, parse_datetime, parse_sex, scan_table, to_int
-
-_DAYS_PER_YEAR = 365.25
+from ehrgen.data.sources.base import (
+    SourceTables,
+    find_table,
+    parse_datetime,
+    parse_sex,
+    scan_table,
+    to_int,
+    years_between,
+)
 
 
 class Mimic3Source:
@@ -51,7 +57,7 @@ class Mimic3Source:
             "subject_id",
             "visit_id",
             "time",
-            ((pl.col("time") - pl.col("dob")).dt.total_seconds() / (86400.0 * _DAYS_PER_YEAR)).alias("age"),
+            years_between("time", "dob").alias("age"),
         )
         diagnoses = scan_table(diagnoses_csv, ["subject_id", "hadm_id", "seq_num", "icd9_code"]).select(
             to_int("subject_id").alias("subject_id"),

@@ -1,0 +1,262 @@
+"""A MEDS dataset (Medical Event Data Standard): ``data/**/*.parquet`` + ``metadata/``.
+
+Each data row is one event (``subject_id``, ``time``, ``code``, ``numeric_value``, extra columns).
+Diagnoses are events whose code starts with ``code_prefix`` (default ``DIAGNOSIS//ICD//9//``, the
+MIMIC-IV MEDS ETL's spelling); the rest of the code is the ICD-9 code. Birth is the ``MEDS_BIRTH``
+event's time, sex the ``GENDER//M`` / ``GENDER//F`` event. A visit is a hospital admission when the
+events carry an admission id column (``hadm_id``), else one timestamp of one subject.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from ehrgen.data.codes import normalize_code_expr
+from ehrgen.data.sources.base import SourceTables, parse_datetime, years_between
+from ehrgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_REQUIRED = ("subject_id", "time", "code")
+
+
+def _time_expr(dtype: pl.DataType, path: Path) -> pl.Expr:
+    """``time`` as naive Datetime(us), whatever precision/zone/type a MEDS writer chose."""
+    col = pl.col("time")
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        return col.cast(pl.Datetime("us"))
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us"))
+    if dtype in (pl.Utf8, pl.String):
+        return parse_datetime("time")
+    if dtype == pl.Null:
+        return pl.lit(None, pl.Datetime("us"))
+    raise InputError(f"{path}: column time has type {dtype}, expected a timestamp (MEDS time: timestamp[us])")
+
+
+class MedsSource:
+    """Reads ICD-9 diagnoses, birth and sex from a MEDS dataset root."""
+
+    name = "meds"
+
+    def __init__(
+        self,
+        raw_dir: str | Path | None,
+        code_prefix: str = "DIAGNOSIS//ICD//9//",
+        icd10_prefix: str | None = "DIAGNOSIS//ICD//10//",
+        visit_column: str | None = "hadm_id",
+        birth_code: str = "MEDS_BIRTH",
+        male_code: str = "GENDER//M",
+        female_code: str = "GENDER//F",
+    ):
+        if not code_prefix:
+            raise InputError("data.source.code_prefix is empty: expected the prefix of ICD-9 diagnosis codes")
+        self.raw_dir = raw_dir
+        self.code_prefix = code_prefix
+        self.icd10_prefix = icd10_prefix or None
+        self.visit_column = visit_column or None
+        self.birth_code = birth_code
+        self.male_code = male_code
+        self.female_code = female_code
+
+    def cache_key(self) -> dict[str, object]:
+        raw = None if self.raw_dir is None else str(Path(self.raw_dir).expanduser().absolute())
+        return {
+            "source": self.name,
+            "raw_dir": raw,
+            "code_prefix": self.code_prefix,
+            "icd10_prefix": self.icd10_prefix,
+            "visit_column": self.visit_column,
+            "birth_code": self.birth_code,
+            "male_code": self.male_code,
+            "female_code": self.female_code,
+        }
+
+    # ------------------------------------------------------------------ reading
+
+    def _root(self) -> Path:
+        if self.raw_dir is None:
+            raise InputError(
+                "data.raw_dir is not set: expected a MEDS dataset root holding data/**/*.parquet"
+            )
+        root = Path(self.raw_dir).expanduser()
+        if not root.is_dir():
+            raise InputError(f"data.raw_dir {root} does not exist: expected a MEDS dataset root")
+        return root
+
+    def _events(self, root: Path) -> tuple[pl.LazyFrame, bool]:
+        """All events as (row, subject_id, time, code, visit_key); whether any file has visit_column."""
+        files = sorted((root / "data").glob("**/*.parquet"))
+        if not files:
+            raise InputError(
+                f"{root / 'data'}: no *.parquet files found: expected MEDS data/**/*.parquet shards"
+            )
+        frames, has_visit_column = [], False
+        # Shards are normalised one by one: MEDS writers differ in time precision and extra columns.
+        for path in files:
+            try:
+                schema = pl.read_parquet_schema(path)
+            except Exception as err:  # pyarrow/polars raise several types for a corrupt footer
+                raise InputError(f"{path}: cannot be read as Parquet ({type(err).__name__})") from None
+            missing = [c for c in _REQUIRED if c not in schema]
+            if missing:
+                raise InputError(
+                    f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(schema) or 'none'} "
+                    "(MEDS data needs subject_id, time, code)"
+                )
+            if self.visit_column and self.visit_column in schema:
+                has_visit_column = True
+                visit_key = pl.col(self.visit_column).cast(pl.Int64, strict=False)
+            else:
+                visit_key = pl.lit(None, pl.Int64)
+            frames.append(
+                pl.scan_parquet(path).select(
+                    pl.col("subject_id").cast(pl.Int64, strict=False),
+                    _time_expr(schema["time"], path).alias("time"),
+                    pl.col("code").cast(pl.Utf8),
+                    visit_key.alias("visit_key"),
+                )
+            )
+        # The row index keeps the writer's event order, used for the within-visit code order.
+        return pl.concat(frames, how="vertical").with_row_index("row"), has_visit_column
+
+    def load(self, workdir: Path | None = None) -> SourceTables:
+        root = self._root()
+        events, has_visit_column = self._events(root)
+        prefix = self.code_prefix
+
+        dx = events.filter(pl.col("code").str.starts_with(prefix))
+        # Admissions: all events sharing an admission id (visit time = earliest of them).
+        by_admission = (
+            events.filter(pl.col("visit_key").is_not_null())
+            .group_by("subject_id", "visit_key")
+            .agg(pl.col("time").min())
+            .rename({"visit_key": "visit_id"})
+        )
+        # Diagnoses without an admission id: one visit per (subject, timestamp). Visit ids are global
+        # (the builder keys visits by id alone); negative ones cannot collide with admission ids, and
+        # a null time or subject gives a null id, which the builder drops and counts.
+        dx_no_admission = dx.filter(pl.col("visit_key").is_null())
+        time_visits = (
+            dx_no_admission.select("subject_id", "time")
+            .drop_nulls()
+            .unique()
+            .sort("subject_id", "time")
+            .with_row_index("k")
+            .select("subject_id", "time", (-1 - pl.col("k").cast(pl.Int64)).alias("visit_id"))
+        )
+        dx_by_time = dx_no_admission.join(time_visits, on=["subject_id", "time"], how="left")
+        dx_by_admission = dx.filter(pl.col("visit_key").is_not_null()).with_columns(
+            pl.col("visit_key").alias("visit_id")
+        )
+        visit_times = pl.concat(
+            [by_admission, time_visits.select("subject_id", "visit_id", "time")], how="vertical"
+        )
+
+        births = (
+            events.filter(pl.col("code") == self.birth_code)
+            .group_by("subject_id")
+            .agg(pl.col("time").min().alias("birth"))
+        )
+        visits = visit_times.join(births, on="subject_id", how="left").select(
+            "subject_id",
+            "visit_id",
+            "time",
+            years_between("time", "birth").alias("age"),
+        )
+
+        diagnoses = (
+            pl.concat(
+                [f.select("row", "subject_id", "visit_id", "code") for f in (dx_by_admission, dx_by_time)],
+                how="vertical",
+            )
+            .with_columns(
+                pl.col("row").rank("ordinal").over("subject_id", "visit_id").cast(pl.Int64).alias("seq")
+            )
+            .select("subject_id", "visit_id", "seq", pl.col("code").str.slice(len(prefix)).alias("code"))
+        )
+
+        return SourceTables(
+            name=self.name,
+            patients=self._patients(events),
+            visits=visits,
+            diagnoses=diagnoses,
+            descriptions=self._descriptions(root),
+            drops=self._count_icd10(events, root),
+            info={
+                "raw_dir": str(root.absolute()),
+                "visits_by": self.visit_column if has_visit_column else "time",
+                "meds_dataset": self._dataset_info(root),
+            },
+        )
+
+    def _patients(self, events: pl.LazyFrame) -> pl.LazyFrame:
+        """Every subject in the data; sex from the gender events, null when absent or contradictory."""
+        sex = (
+            pl.when(pl.col("code") == self.male_code)
+            .then(pl.lit(0, pl.Int8))
+            .when(pl.col("code") == self.female_code)
+            .then(pl.lit(1, pl.Int8))
+        )
+        sexes = (
+            events.filter(pl.col("code").is_in([self.male_code, self.female_code]))
+            .group_by("subject_id")
+            .agg(sex.min().alias("lo"), sex.max().alias("hi"))
+            .select("subject_id", pl.when(pl.col("lo") == pl.col("hi")).then(pl.col("lo")).alias("sex"))
+        )
+        subjects = events.select("subject_id").unique()
+        return subjects.join(sexes, on="subject_id", how="left").select(
+            "subject_id", pl.col("sex").cast(pl.Int8)
+        )
+
+    def _count_icd10(self, events: pl.LazyFrame, root: Path) -> dict[str, int]:
+        """ICD-10 diagnosis events are never mixed in; count them so the cohort says how many."""
+        if self.icd10_prefix is None:
+            return {}
+        n = int(events.select(pl.col("code").str.starts_with(self.icd10_prefix).sum()).collect().item() or 0)
+        if n:
+            log.info("%s: dropped %d ICD-10 diagnosis events (ehrgen keeps ICD-9 only)", root, n)
+        return {"icd10_rows": n}
+
+    def _descriptions(self, root: Path) -> pl.LazyFrame | None:
+        """ICD-9 titles from ``metadata/codes.parquet`` when it has a description column."""
+        path = root / "metadata" / "codes.parquet"
+        if not path.is_file():
+            return None
+        try:
+            schema = pl.read_parquet_schema(path)
+        except Exception as err:
+            raise InputError(f"{path}: cannot be read as Parquet ({type(err).__name__})") from None
+        if "code" not in schema or "description" not in schema:
+            return None
+        return (
+            pl.scan_parquet(path)
+            .select(pl.col("code").cast(pl.Utf8), pl.col("description").cast(pl.Utf8))
+            .filter(pl.col("code").str.starts_with(self.code_prefix) & pl.col("description").is_not_null())
+            .select(
+                normalize_code_expr(pl.col("code").str.slice(len(self.code_prefix))).alias("code"),
+                "description",
+            )
+            .unique("code", keep="first", maintain_order=True)
+        )
+
+    @staticmethod
+    def _dataset_info(root: Path) -> dict[str, object]:
+        """Name and versions from ``metadata/dataset.json`` (optional in practice)."""
+        path = root / "metadata" / "dataset.json"
+        if not path.is_file():
+            return {}
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: expected a JSON object (MEDS dataset metadata)")
+        keys = ("dataset_name", "dataset_version", "etl_name", "etl_version", "meds_version")
+        return {k: meta[k] for k in keys if k in meta}

@@ -1,0 +1,140 @@
+"""MIMIC-IV v2.x ``hosp/``: patients (gender, anchor_age, anchor_year), admissions (admittime),
+diagnoses_icd (seq_num order, icd_code, icd_version).
+
+MIMIC-IV has no date of birth: each patient has an ``anchor_age`` in a shifted ``anchor_year``, so the
+age at a visit is ``anchor_age + year(admittime) - anchor_year`` (whole years). Diagnoses carry ICD-9
+and ICD-10 codes side by side; ehrgen models ICD-9-CM only, so ICD-10 rows are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from ehrgen.data.codes import normalize_code_expr
+from ehrgen.data.sources.base import SourceTables, find_table, parse_datetime, parse_sex, scan_table, to_int
+from ehrgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_ICD_VERSIONS = (9,)
+
+
+def hosp_dir(raw_dir: str | Path | None) -> Path | None:
+    """``raw_dir/hosp`` when ``raw_dir`` is the MIMIC-IV root, else ``raw_dir`` (the hosp folder itself)."""
+    if raw_dir is None:
+        return None
+    root = Path(raw_dir).expanduser()
+    return root / "hosp" if (root / "hosp").is_dir() else root
+
+
+class Mimic4Source:
+    """Reads MIMIC-IV ``hosp`` patients, admissions, diagnoses_icd (+ d_icd_diagnoses for titles)."""
+
+    name = "mimic4"
+
+    def __init__(self, raw_dir: str | Path | None, icd_version: int = 9):
+        if icd_version not in SUPPORTED_ICD_VERSIONS:
+            raise InputError(
+                f"data.source.icd_version={icd_version} is not supported: expected 9 "
+                "(ehrgen models ICD-9-CM diagnosis codes; ICD-10 rows are dropped and counted)"
+            )
+        self.raw_dir = raw_dir
+        self.icd_version = int(icd_version)
+
+    def cache_key(self) -> dict[str, object]:
+        raw = None if self.raw_dir is None else str(Path(self.raw_dir).expanduser().absolute())
+        return {"source": self.name, "raw_dir": raw, "icd_version": self.icd_version}
+
+    def load(self, workdir: Path | None = None) -> SourceTables:
+        hosp = hosp_dir(self.raw_dir)
+        patients_csv = find_table(
+            hosp, "patients", "MIMIC-IV hosp/patients (subject_id, gender, anchor_age, anchor_year)"
+        )
+        admissions_csv = find_table(
+            hosp, "admissions", "MIMIC-IV hosp/admissions (subject_id, hadm_id, admittime)"
+        )
+        diagnoses_csv = find_table(
+            hosp,
+            "diagnoses_icd",
+            "MIMIC-IV hosp/diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
+        )
+        patients = scan_table(patients_csv, ["subject_id", "gender", "anchor_age", "anchor_year"]).select(
+            to_int("subject_id").alias("subject_id"),
+            parse_sex("gender").alias("sex"),
+            to_int("anchor_age").alias("anchor_age"),
+            to_int("anchor_year").alias("anchor_year"),
+        )
+        admissions = scan_table(admissions_csv, ["subject_id", "hadm_id", "admittime"]).select(
+            to_int("subject_id").alias("subject_id"),
+            to_int("hadm_id").alias("visit_id"),
+            parse_datetime("admittime").alias("time"),
+        )
+        visits = admissions.join(
+            patients.select("subject_id", "anchor_age", "anchor_year"), on="subject_id", how="left"
+        ).select(
+            "subject_id",
+            "visit_id",
+            "time",
+            (pl.col("anchor_age") + pl.col("time").dt.year().cast(pl.Int64) - pl.col("anchor_year"))
+            .cast(pl.Float64)
+            .alias("age"),
+        )
+
+        all_diagnoses = scan_table(
+            diagnoses_csv, ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]
+        ).with_columns(to_int("icd_version").alias("icd_version"))
+        drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
+        diagnoses = all_diagnoses.filter(pl.col("icd_version") == self.icd_version).select(
+            to_int("subject_id").alias("subject_id"),
+            to_int("hadm_id").alias("visit_id"),
+            to_int("seq_num").alias("seq"),
+            pl.col("icd_code").alias("code"),
+        )
+
+        return SourceTables(
+            name=self.name,
+            patients=patients.select("subject_id", "sex"),
+            visits=visits,
+            diagnoses=diagnoses,
+            descriptions=self._descriptions(hosp),
+            drops=drops,
+            info={
+                "raw_dir": str(Path(self.raw_dir).expanduser().absolute()),
+                "icd_version": self.icd_version,
+            },
+        )
+
+    def _count_dropped_versions(self, diagnoses: pl.LazyFrame, path: Path) -> dict[str, int]:
+        """Count rows outside the kept ICD version (one pass over the version column)."""
+        version = pl.col("icd_version")
+        counts = diagnoses.select(
+            (version == 10).sum().alias("icd10_rows"),
+            (version.is_null() | ~version.is_in([9, 10])).sum().alias("icd_version_invalid_rows"),
+        ).collect()
+        drops = {name: int(counts[name][0] or 0) for name in counts.columns}
+        if drops["icd10_rows"]:
+            log.info(
+                "%s: dropped %d ICD-10 diagnosis rows (ehrgen keeps ICD-9 only)", path, drops["icd10_rows"]
+            )
+        if drops["icd_version_invalid_rows"]:
+            log.warning(
+                "%s: dropped %d rows whose icd_version is neither 9 nor 10",
+                path,
+                drops["icd_version_invalid_rows"],
+            )
+        return drops
+
+    def _descriptions(self, hosp: Path | None) -> pl.LazyFrame | None:
+        """ICD-9 long titles from d_icd_diagnoses when the file is there (it is optional)."""
+        try:
+            titles_csv = find_table(hosp, "d_icd_diagnoses", "")
+        except InputError:
+            return None
+        return (
+            scan_table(titles_csv, ["icd_code", "icd_version", "long_title"])
+            .filter(to_int("icd_version") == self.icd_version)
+            .select(normalize_code_expr("icd_code").alias("code"), pl.col("long_title").alias("description"))
+        )

@@ -1,0 +1,132 @@
+"""Benchmark `ehrgen.prepare` against the naive approach it replaces, in the same run.
+
+    python scripts/bench_prepare.py --sizes 50000 500000 --baseline-max 50000
+
+For each size the simulator writes a MIMIC-III-format raw dataset (untimed). Then, each in a
+fresh subprocess so peak RSS is its own:
+  - ehrgen:   `python -m ehrgen.prepare data=mimic3 data.raw_dir=RAW data.cohort_dir=OUT`
+  - baseline: pandas read_csv of the three tables, a Python groupby into dicts, one JSON file
+              (the approach of the system ehrgen replaces).
+Reports wall time, diagnosis rows/s and peak RSS, and the baseline/ehrgen ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_ehrgen(raw: Path, out: Path) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from ehrgen.config import CONFIG_DIR
+    from ehrgen.prepare import run
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("prepare", ["data=mimic3", f"data.raw_dir={raw}", f"data.cohort_dir={out}", "overwrite=true"])
+    start = time.perf_counter()
+    run(cfg)
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_baseline(raw: Path, out: Path) -> dict:
+    import pandas as pd
+
+    start = time.perf_counter()
+    patients = pd.read_csv(raw / "PATIENTS.csv")
+    admissions = pd.read_csv(raw / "ADMISSIONS.csv")
+    diagnoses = pd.read_csv(raw / "DIAGNOSES_ICD.csv")
+    patients.columns = patients.columns.str.lower()
+    admissions.columns = admissions.columns.str.lower()
+    diagnoses.columns = diagnoses.columns.str.lower()
+    dob = dict(zip(patients.subject_id, pd.to_datetime(patients.dob), strict=True))
+    sex = dict(zip(patients.subject_id, patients.gender, strict=True))
+    admit = dict(zip(admissions.hadm_id, pd.to_datetime(admissions.admittime), strict=True))
+    cohort: dict = {}
+    for row in diagnoses.sort_values(["subject_id", "hadm_id", "seq_num"]).itertuples():
+        if not isinstance(row.icd9_code, str):
+            continue
+        visits = cohort.setdefault(int(row.subject_id), {}).setdefault(int(row.hadm_id), [])
+        visits.append(row.icd9_code)
+    records = []
+    for sid, visits in cohort.items():
+        order = sorted(visits, key=lambda h: admit[h])
+        age = (admit[order[0]] - dob[sid]).days / 365.25
+        records.append(
+            {
+                "subject_id": sid,
+                "sex": sex[sid],
+                "age": min(age, 90.0),
+                "visits": [{"time": str(admit[h]), "codes": visits[h]} for h in order],
+            }
+        )
+    with open(out, "w") as f:
+        json.dump(records, f)
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child(kind: str, raw: Path, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--raw", str(raw), "--out", str(out)]
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 500_000])
+    parser.add_argument("--baseline-max", type=int, default=50_000, help="largest size the baseline runs at")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", choices=["ehrgen", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        fn = measure_ehrgen if args.child == "ehrgen" else measure_baseline
+        print(json.dumps(fn(args.raw, args.out)))
+        return
+
+    from ehrgen.data.sources.simulator import write_mimic3_csvs
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for n in args.sizes:
+            raw = Path(tmp) / f"raw-{n}"
+            counts = write_mimic3_csvs(raw, n_patients=n, seed=0)
+            n_dx = counts["DIAGNOSES_ICD"]
+            result = {"patients": n, "diagnosis_rows": n_dx}
+            result["ehrgen"] = _child("ehrgen", raw, Path(tmp) / f"cohort-{n}")
+            if n <= args.baseline_max:
+                result["baseline"] = _child("baseline", raw, Path(tmp) / f"cohort-{n}.json")
+            rows.append(result)
+            print(json.dumps(result), file=sys.stderr)
+
+    header = f"{'patients':>9} {'dx rows':>10} {'impl':>9} {'wall s':>8} {'rows/s':>11} {'peak RSS MB':>12} {'speed-up':>9} {'RSS ratio':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        for impl in ("baseline", "ehrgen"):
+            if impl not in r:
+                continue
+            m = r[impl]
+            speed = rss = ""
+            if impl == "ehrgen" and "baseline" in r:
+                speed = f"{r['baseline']['seconds'] / m['seconds']:.1f}x"
+                rss = f"{r['baseline']['peak_rss_mb'] / m['peak_rss_mb']:.1f}x"
+            print(
+                f"{r['patients']:>9} {r['diagnosis_rows']:>10} {impl:>9} {m['seconds']:>8.2f} "
+                f"{r['diagnosis_rows'] / m['seconds']:>11,.0f} {m['peak_rss_mb']:>12.0f} {speed:>9} {rss:>9}"
+            )
+
+
+if __name__ == "__main__":
+    main()

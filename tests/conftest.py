@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+from slurm_cluster import slurm_cluster_env
 
 from ehrgen.config import CONFIG_DIR
 
@@ -80,3 +81,9 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory, mimic3_demo: Path) -> 
         "prepare", ["data=mimic3", f"data.raw_dir={mimic3_demo}", f"data.cohort_dir={out}"], out.parent
     )
     return run(cfg)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """The local single-node SLURM cluster (scripts/slurm_local.sh); exports SLURM_CONF."""
+    yield from slurm_cluster_env()

@@ -1,0 +1,218 @@
+"""BART-style denoising corruptions of a token sequence (the encoder input), as in PromptEHR.
+
+With probability ``p`` one task, drawn with ``task_weights``, corrupts the sequence; otherwise the
+encoder sees the clean sequence. The decoder always reconstructs the full clean sequence (that is
+the DataModule's job). Tasks act on *content* tokens (codes, categories, ``<unk>``); ``<s> </s>``
+and visit markers stay, except that next-visit prediction removes whole visits.
+
+- ``mask``: span infilling. Span lengths ~ Poisson(``poisson_lambda``) cover exactly
+  ``round(mask_ratio * n_codes)`` codes (at least one); each span, or each piece of a span that
+  straddles a visit boundary, becomes a single ``<mask>``. Zero-length spans (BART's pure
+  ``<mask>`` insertions) are skipped, so no corruption makes the sequence longer than the clean one
+  and ``max_length`` truncation of the clean sequence bounds the encoder input too.
+- ``delete``: each code dropped with probability ``delete_p``.
+- ``replace``: each code replaced, with probability ``replace_p``, by a uniform random content id.
+- ``shuffle``: codes permuted within each visit.
+- ``next_visit``: the encoder sees only the first k visits, k uniform in [0, n_visits - 1]; k = 0
+  is the demographics-only prompt that generation starts from.
+
+Every function takes a ``numpy.random.Generator``, so a seeded generator reproduces the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ehrgen.data.vocab import EOS, MASK, N_SPECIAL, UNK, VISIT_START
+from ehrgen.errors import InputError
+
+TASKS: tuple[str, ...] = ("mask", "delete", "replace", "shuffle", "next_visit")
+
+
+@dataclass
+class CorruptionConfig:
+    """Options of :func:`corrupt`; the defaults follow PromptEHR / BART."""
+
+    p: float = 0.5
+    tasks: tuple[str, ...] = TASKS
+    task_weights: tuple[float, ...] | None = None  # None: uniform over ``tasks``
+    mask_ratio: float = 0.3
+    poisson_lambda: float = 3.0
+    delete_p: float = 0.15
+    replace_p: float = 0.15
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(str(t) for t in self.tasks)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise InputError(f"corruption.tasks: unknown {unknown} or empty; expected a subset of {TASKS}")
+        for name in ("p", "mask_ratio", "delete_p", "replace_p"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise InputError(f"corruption.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.poisson_lambda <= 0:
+            raise InputError(f"corruption.poisson_lambda must be > 0, got {self.poisson_lambda}")
+        if self.task_weights is not None:
+            w = np.asarray(tuple(self.task_weights), dtype=np.float64)
+            if w.shape != (len(self.tasks),) or (w < 0).any() or w.sum() <= 0:
+                raise InputError(
+                    f"corruption.task_weights must be {len(self.tasks)} non-negative numbers, "
+                    f"got {self.task_weights}"
+                )
+            self.task_weights = tuple(float(x) for x in w)
+
+    @classmethod
+    def coerce(cls, value: CorruptionConfig | Mapping[str, Any] | None) -> CorruptionConfig:
+        """Accept a config, a (Hydra) mapping of its fields, or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        extra = set(value) - known
+        if extra:
+            raise InputError(f"corruption: unknown option(s) {sorted(extra)}; expected {sorted(known)}")
+        return cls(
+            **{
+                k: (tuple(v) if k in ("tasks", "task_weights") and v is not None else v)
+                for k, v in value.items()
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["task_weights"] = None if self.task_weights is None else list(self.task_weights)
+        return d
+
+
+def content_mask(ids: np.ndarray) -> np.ndarray:
+    """True at code/category tokens (``<unk>`` stands for a code too)."""
+    return (ids >= N_SPECIAL) | (ids == UNK)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def mask_spans(ids: np.ndarray, rng: np.random.Generator, ratio: float = 0.3, lam: float = 3.0) -> np.ndarray:
+    """Replace Poisson-length spans of codes (exactly ``round(ratio * n)`` codes) by ``<mask>``."""
+    pos = np.flatnonzero(content_mask(ids))
+    n = len(pos)
+    target = min(n, max(1, int(round(ratio * n))))
+    if n == 0:
+        return ids.copy()
+    lengths = np.zeros(0, dtype=np.int64)
+    while lengths.sum() < target:
+        draw = rng.poisson(lam, size=target)
+        lengths = np.concatenate([lengths, draw[draw > 0]])
+    cum = np.cumsum(lengths)
+    k = int(np.searchsorted(cum, target)) + 1
+    lengths = lengths[:k]
+    lengths[-1] -= cum[k - 1] - target
+    # Stars and bars: order the n - target kept codes and the k spans uniformly at random;
+    # span i then starts after (slot_i - i) kept codes and the codes of spans 0..i-1.
+    slots = np.sort(np.argsort(rng.random(n - target + k))[:k])
+    starts = slots - np.arange(k) + np.cumsum(lengths) - lengths
+    edges = np.zeros(n + 1, dtype=np.int64)
+    edges[starts] += 1
+    edges[starts + lengths] -= 1
+    masked = np.cumsum(edges[:n]) > 0
+    # One <mask> per span piece: a piece begins at a span start or where the masked codes stop
+    # being adjacent in the sequence (the span straddles a visit boundary).
+    first = masked.copy()
+    first[1:] &= ~(masked[:-1] & (np.diff(pos) == 1))
+    first[starts] = True
+    keep = np.ones(len(ids), dtype=bool)
+    keep[pos[masked & ~first]] = False
+    out = ids.copy()
+    out[pos[first]] = MASK
+    return out[keep]
+
+
+def delete_tokens(ids: np.ndarray, rng: np.random.Generator, p: float = 0.15) -> np.ndarray:
+    """Drop each code with probability ``p``."""
+    drop = content_mask(ids) & (rng.random(len(ids)) < p)
+    return ids[~drop]
+
+
+def replace_tokens(
+    ids: np.ndarray, rng: np.random.Generator, content_range: tuple[int, int], p: float = 0.15
+) -> np.ndarray:
+    """Replace each code with probability ``p`` by a uniform id from ``content_range`` [lo, hi)."""
+    lo, hi = content_range
+    out = ids.copy()
+    if hi <= lo:
+        return out
+    hit = np.flatnonzero(content_mask(ids) & (rng.random(len(ids)) < p))
+    out[hit] = rng.integers(lo, hi, size=len(hit))
+    return out
+
+
+def shuffle_visits(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute the codes within each visit."""
+    pos = np.flatnonzero(content_mask(ids))
+    visit = np.cumsum(ids == VISIT_START)[pos]
+    order = np.lexsort((rng.random(len(pos)), visit))
+    out = ids.copy()
+    out[pos] = ids[pos[order]]
+    return out
+
+
+def keep_first_visits(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Next-visit prediction: ``<s>`` + the first k visits + ``</s>``, k uniform in [0, n - 1]."""
+    starts = np.flatnonzero(ids == VISIT_START)
+    if len(starts) == 0:
+        return ids.copy()
+    k = int(rng.integers(0, len(starts)))
+    return np.concatenate([ids[: starts[k]], [EOS]]).astype(ids.dtype)
+
+
+_TASK_FNS: dict[
+    str, Callable[[np.ndarray, np.random.Generator, CorruptionConfig, tuple[int, int]], np.ndarray]
+] = {
+    "mask": lambda ids, rng, cfg, cr: mask_spans(ids, rng, cfg.mask_ratio, cfg.poisson_lambda),
+    "delete": lambda ids, rng, cfg, cr: delete_tokens(ids, rng, cfg.delete_p),
+    "replace": lambda ids, rng, cfg, cr: replace_tokens(ids, rng, cr, cfg.replace_p),
+    "shuffle": lambda ids, rng, cfg, cr: shuffle_visits(ids, rng),
+    "next_visit": lambda ids, rng, cfg, cr: keep_first_visits(ids, rng),
+}
+
+
+def apply_task(
+    task: str,
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    cfg: CorruptionConfig,
+    content_range: tuple[int, int],
+) -> np.ndarray:
+    """Run one named task on a clean sequence."""
+    if task not in _TASK_FNS:
+        raise InputError(f"unknown corruption task {task!r}; expected one of {TASKS}")
+    return _TASK_FNS[task](np.asarray(ids, dtype=np.int64), rng, cfg, content_range)
+
+
+def corrupt_batch(
+    seqs: list[np.ndarray], rng: np.random.Generator, cfg: CorruptionConfig, content_range: tuple[int, int]
+) -> list[np.ndarray]:
+    """Encoder inputs for clean sequences: each, with probability ``cfg.p``, gets one random task."""
+    n = len(seqs)
+    applied = rng.random(n) < cfg.p
+    if cfg.task_weights is None:
+        tasks = rng.integers(0, len(cfg.tasks), size=n)
+    else:
+        weights = np.asarray(cfg.task_weights) / np.sum(cfg.task_weights)
+        tasks = rng.choice(len(cfg.tasks), size=n, p=weights)
+    return [
+        apply_task(cfg.tasks[t], s, rng, cfg, content_range) if a else np.asarray(s, dtype=np.int64)
+        for s, a, t in zip(seqs, applied.tolist(), tasks.tolist(), strict=True)
+    ]
+
+
+def corrupt(
+    ids: np.ndarray, rng: np.random.Generator, cfg: CorruptionConfig, content_range: tuple[int, int]
+) -> np.ndarray:
+    """Encoder input for one clean sequence (see :func:`corrupt_batch`)."""
+    return corrupt_batch([ids], rng, cfg, content_range)[0]

@@ -1,0 +1,218 @@
+"""BART-style corruptions: each task against what it must preserve, with seeded generators."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ehrgen.data.corruption import (
+    TASKS,
+    CorruptionConfig,
+    apply_task,
+    corrupt,
+    delete_tokens,
+    keep_first_visits,
+    mask_spans,
+    replace_tokens,
+    shuffle_visits,
+)
+from ehrgen.data.vocab import BOS, EOS, MASK, UNK, VISIT_END, VISIT_START, CodeVocab
+from ehrgen.errors import InputError
+
+V, E = VISIT_START, VISIT_END
+CONTENT = (7, 1007)
+
+
+def _patient(rng: np.random.Generator, n_visits: int, first: int = 7) -> np.ndarray:
+    """A sequence of distinct increasing code ids, so every code identifies its position."""
+    ids, code = [BOS], first
+    for _ in range(n_visits):
+        n = int(rng.integers(1, 12))
+        ids += [V, *range(code, code + n), E]
+        code += n
+    return np.array([*ids, EOS], dtype=np.int64)
+
+
+def _visits(ids: np.ndarray) -> list[list[int]]:
+    """Visit contents (between markers) of a well-formed sequence."""
+    out, cur = [], None
+    for t in ids.tolist():
+        if t == V:
+            cur = []
+        elif t == E:
+            out.append(cur)
+            cur = None
+        elif cur is not None:
+            cur.append(t)
+    return out
+
+
+def _structure(ids: np.ndarray) -> list[int]:
+    return [t for t in ids.tolist() if t in (BOS, EOS, V, E)]
+
+
+@pytest.fixture
+def patients() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [_patient(rng, int(rng.integers(1, 6))) for _ in range(300)]
+
+
+def test_mask_spans_replace_each_span_by_one_mask(patients: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(0)
+    span_counts = []
+    for ids in patients:
+        out = mask_spans(ids, rng, ratio=0.3, lam=3.0)
+        assert _structure(out) == _structure(ids)  # markers intact
+        n = int((ids >= 7).sum())
+        kept = out[out >= 7]
+        assert n - len(kept) == max(1, round(0.3 * n))  # exactly the target number of codes masked
+        for before, after in zip(_visits(ids), _visits(out), strict=True):
+            # kept codes are an ordered subsequence; each gap of removed codes holds 1..len(gap) masks
+            survivors = [t for t in after if t != MASK]
+            assert survivors == [t for t in before if t in set(survivors)]
+            bounds = [before[0] - 1, *survivors, before[-1] + 1]
+            groups, masks = [], 0
+            for t in after + [None]:
+                if t == MASK:
+                    masks += 1
+                else:
+                    groups.append(masks)
+                    masks = 0
+            for lo, hi, m in zip(bounds[:-1], bounds[1:], groups, strict=True):
+                removed = hi - lo - 1
+                assert (m == 0) if removed == 0 else (1 <= m <= removed)
+                if removed:
+                    span_counts.append(removed / m)
+    # Poisson(3) spans cut at visit boundaries: mean codes per <mask> well above 1
+    assert 1.8 < np.mean(span_counts) < 3.5
+
+
+def test_mask_spans_reproducible_and_no_growth(patients: list[np.ndarray]) -> None:
+    a = [mask_spans(p, np.random.default_rng(5)) for p in patients[:20]]
+    b = [mask_spans(p, np.random.default_rng(5)) for p in patients[:20]]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(len(x) <= len(p) for x, p in zip(a, patients[:20], strict=True))
+    empty = np.array([BOS, V, E, EOS])
+    assert mask_spans(empty, np.random.default_rng(0)).tolist() == empty.tolist()
+
+
+def test_delete_removes_about_p_of_codes(patients: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(1)
+    n_codes = n_deleted = 0
+    for ids in patients:
+        out = delete_tokens(ids, rng, p=0.15)
+        assert _structure(out) == _structure(ids)
+        for before, after in zip(_visits(ids), _visits(out), strict=True):
+            assert after == [t for t in before if t in set(after)]
+            n_codes += len(before)
+            n_deleted += len(before) - len(after)
+    rate = n_deleted / n_codes
+    assert abs(rate - 0.15) < 4 * np.sqrt(0.15 * 0.85 / n_codes)
+
+
+def test_replace_keeps_length_and_structure(patients: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(2)
+    n_codes = n_changed = 0
+    for ids in patients:
+        out = replace_tokens(ids, rng, CONTENT, p=0.15)
+        assert len(out) == len(ids)
+        specials = ids < 7
+        assert (out[specials] == ids[specials]).all()
+        assert ((out[~specials] >= CONTENT[0]) & (out[~specials] < CONTENT[1])).all()
+        n_codes += int((~specials).sum())
+        n_changed += int((out != ids).sum())
+    # a replacement may draw the same id (1 in 1000): the change rate is just below p
+    assert abs(n_changed / n_codes - 0.15 * 0.999) < 4 * np.sqrt(0.15 * 0.85 / n_codes)
+
+
+def test_shuffle_keeps_per_visit_multisets(patients: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(3)
+    moved = 0
+    for ids in patients:
+        out = shuffle_visits(ids, rng)
+        assert _structure(out) == _structure(ids)
+        for before, after in zip(_visits(ids), _visits(out), strict=True):
+            assert Counter(before) == Counter(after)
+            moved += before != after
+    assert moved > 100  # visits with >= 2 codes do get reordered
+
+
+def test_next_visit_keeps_a_prefix_of_visits(patients: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(4)
+    seen_k = Counter()
+    for ids in patients:
+        n = len(_visits(ids))
+        out = keep_first_visits(ids, rng)
+        k = len(_visits(out))
+        assert 0 <= k <= n - 1
+        cut = np.flatnonzero(ids == V)[k]  # where visit k (0-based) began
+        assert out.tolist() == [*ids[:cut].tolist(), EOS]
+        seen_k[k] += 1
+    assert seen_k[0] > 0  # the demographics-only prompt <s> </s> occurs
+    one_visit = np.array([BOS, V, 9, E, EOS])
+    assert keep_first_visits(one_visit, rng).tolist() == [BOS, EOS]
+
+
+def test_unk_counts_as_a_code() -> None:
+    ids = np.array([BOS, V, UNK, UNK, UNK, UNK, E, EOS])
+    assert delete_tokens(ids, np.random.default_rng(0), p=1.0).tolist() == [BOS, V, E, EOS]
+    masked = mask_spans(ids, np.random.default_rng(0), ratio=1.0)
+    assert masked[:2].tolist() == [BOS, V] and masked[-2:].tolist() == [E, EOS]
+    assert 1 <= len(masked) - 4 <= 4 and (masked[2:-2] == MASK).all()
+
+
+def test_corrupt_applies_with_probability_p_and_mixes_tasks(patients: list[np.ndarray]) -> None:
+    cfg = CorruptionConfig()
+    rng = np.random.default_rng(11)
+    changed = sum(not np.array_equal(corrupt(p, rng, cfg, CONTENT), p) for p in patients * 4)
+    # p = 0.5, and a task leaves a sequence unchanged only rarely (e.g. shuffling a 1-code visit)
+    assert 0.35 < changed / (len(patients) * 4) < 0.55
+    never = CorruptionConfig(p=0.0)
+    assert all(np.array_equal(corrupt(p, rng, never, CONTENT), p) for p in patients)
+    only_next = CorruptionConfig(p=1.0, tasks=("next_visit",))
+    for p in patients[:50]:
+        out = corrupt(p, rng, only_next, CONTENT)
+        assert out[-1] == EOS and len(_visits(out)) < len(_visits(p))
+    # the same seed gives the same encoder inputs
+    a = [corrupt(p, np.random.default_rng(3), cfg, CONTENT) for p in patients[:30]]
+    b = [corrupt(p, np.random.default_rng(3), cfg, CONTENT) for p in patients[:30]]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_task_weights_select_tasks() -> None:
+    cfg = CorruptionConfig(p=1.0, tasks=("delete", "shuffle"), task_weights=(1.0, 0.0), delete_p=1.0)
+    ids = np.array([BOS, V, 7, 8, E, EOS])
+    assert corrupt(ids, np.random.default_rng(0), cfg, CONTENT).tolist() == [BOS, V, E, EOS]
+
+
+def test_config_coercion_and_validation() -> None:
+    cfg = CorruptionConfig.coerce({"p": 1.0, "tasks": ["mask", "delete"], "mask_ratio": 0.5})
+    assert cfg.tasks == ("mask", "delete") and cfg.p == 1.0 and cfg.mask_ratio == 0.5
+    assert CorruptionConfig.coerce(None) == CorruptionConfig()
+    assert CorruptionConfig.coerce(cfg) is cfg
+    assert CorruptionConfig.coerce(cfg.to_dict()) == cfg
+    assert set(TASKS) == {"mask", "delete", "replace", "shuffle", "next_visit"}
+    with pytest.raises(InputError, match="unknown"):
+        CorruptionConfig(tasks=("rotate",))
+    with pytest.raises(InputError, match="unknown option"):
+        CorruptionConfig.coerce({"ratio": 0.3})
+    with pytest.raises(InputError, match="mask_ratio"):
+        CorruptionConfig(mask_ratio=1.5)
+    with pytest.raises(InputError, match="task_weights"):
+        CorruptionConfig(task_weights=(1.0,))
+    with pytest.raises(InputError, match="unknown corruption task"):
+        apply_task("rotate", np.array([BOS, EOS]), np.random.default_rng(0), CorruptionConfig(), CONTENT)
+
+
+def test_replacement_range_follows_the_tokenizer_level() -> None:
+    from ehrgen.data.vocab import HierarchicalTokenizer
+
+    tok = HierarchicalTokenizer.from_counts(["4019", "25000", "E8497"], [1, 1, 1])
+    ids = tok.encode([["4019", "25000", "E8497"]])
+    out = replace_tokens(ids, np.random.default_rng(0), tok.content_range, p=1.0)
+    content = out[(out >= 7)]
+    assert len(content) == 3 and ((content >= 7) & (content < tok.code_offset)).all()
+    flat = CodeVocab(["4019"])
+    assert flat.content_range == (7, 8)

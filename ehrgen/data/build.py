@@ -248,3 +248,35 @@ def build_cohort(
     for reason, n in sorted(drops.items()):
         log.info("dropped %d %s", n, reason.replace("_", " "))
     return meta
+
+
+def token_cooccurrence(cohort_path: Path, tokenizer: Any) -> sp.csr_matrix:
+    """Train-split co-occurrence in the tokenizer's content order (codes, or categories).
+
+    Row/column ``i`` is token ``tokenizer.content_range[0] + i``. Code level re-indexes the
+    cohort's cached matrix (codes outside the vocabulary drop out); category level counts visits
+    holding both categories, from the train split.
+    """
+    from ehrgen.data.cohort import Cohort
+
+    cohort = Cohort(cohort_path)
+    lo, hi = tokenizer.content_range
+    tokens = [tokenizer.id_to_token(i) for i in range(lo, hi)]
+    if tokenizer.level == "code":
+        cohort_codes = cohort.codes()["code"].to_list()
+        position = {code: i for i, code in enumerate(tokens)}
+        src = np.array([i for i, c in enumerate(cohort_codes) if c in position], dtype=np.int64)
+        dst = np.array([position[cohort_codes[i]] for i in src], dtype=np.int64)
+        project = sp.csr_matrix(
+            (np.ones(len(src), dtype=np.int32), (src, dst)), shape=(len(cohort_codes), len(tokens))
+        )
+        return (project.T @ load_cooccurrence(cohort.path) @ project).tocsr()
+    train = cohort.read("train").select(
+        pl.col("visits").list.eval(
+            pl.struct(
+                pl.element().struct.field("time"),
+                pl.element().struct.field("codes").list.eval(category_expr(pl.element())).list.unique(),
+            )
+        )
+    )
+    return cooccurrence_matrix(train, tokens)

@@ -1,0 +1,168 @@
+"""Train PromptBart on a cohort (prepared first when missing).
+
+python -m ehrgen.train                          # built-in simulated cohort, flat model
+python -m ehrgen.train model=hierarchical       # ICD-9 categories, codes expanded at generation
+python -m ehrgen.train data=mimic3 data.raw_dir=/data/mimic-iii-1.4 logger=wandb
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ehrgen.config import CONFIG_DIR
+from ehrgen.data.build import token_cooccurrence
+from ehrgen.data.cohort import Cohort, write_json_atomic
+from ehrgen.data.vocab import build_tokenizer
+from ehrgen.module import PromptBartModule
+from ehrgen.prepare import ensure_cohort
+from ehrgen.sampling.demographics import DemographicsModel
+
+log = logging.getLogger(__name__)
+GENERATION_KEY = "generation"
+
+
+class GenerationContext(Callback):
+    """Puts what generation needs beside the weights: demographics, id range, code titles.
+
+    All plain lists/dicts of aggregates (no patient rows), so checkpoints stay
+    ``weights_only=True``-loadable and shareable under the data-use agreement.
+    """
+
+    def __init__(self, cohort: Cohort):
+        codes = cohort.codes()
+        self.payload = {
+            "demographics": DemographicsModel.from_cohort(cohort).to_dict(),
+            "max_real_subject_id": int(cohort.scan().select("subject_id").max().collect().item()),
+            "code_descriptions": {
+                c: d for c, d in zip(codes["code"], codes["description"], strict=True) if d is not None
+            },
+            "source": str(cohort.meta.get("source")),
+        }
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[GENERATION_KEY] = self.payload
+
+
+def _wandb_ready(cfg: DictConfig, run_dir: Path) -> None:
+    """Offline unless an API key is configured; reuse the run id of this run dir (resume/requeue)."""
+    if "wandb" not in cfg.logger:
+        return
+    with open_dict(cfg):
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+        if os.environ.get("WANDB_MODE") == "offline" or not has_key:
+            cfg.logger.wandb.offline = True
+        id_file = run_dir / "wandb_id.txt"
+        if cfg.logger.wandb.get("id") is None:
+            if id_file.is_file():
+                cfg.logger.wandb.id = id_file.read_text().strip()
+            else:
+                import wandb.util
+
+                cfg.logger.wandb.id = wandb.util.generate_id()
+                run_dir.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(cfg.logger.wandb.id)
+        cfg.logger.wandb.resume = "allow"
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    return [instantiate(c) for c in (node or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        path = Path(str(cfg.ckpt_path)).expanduser()
+        if not path.is_file():
+            from ehrgen.errors import InputError
+
+            raise InputError(f"ckpt_path={path} does not exist")
+        return str(path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the model described by ``cfg``; return a summary (run dir, best checkpoint, metrics)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+    run_dir = Path(str(cfg.paths.run_dir)).absolute()
+    cohort = ensure_cohort(cfg)
+    tokenizer = build_tokenizer(cohort.path, level=cfg.model.level, min_count=int(cfg.data.min_count))
+    datamodule = instantiate(cfg.data.datamodule)(cohort_dir=str(cohort.path), tokenizer=tokenizer)
+    module = PromptBartModule(
+        model=cfg.model, tokenizer=tokenizer.to_dict(), cooc=token_cooccurrence(cohort.path, tokenizer)
+    )
+
+    _wandb_ready(cfg, run_dir)
+    loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
+    callbacks: list[Callback] = [*_instantiate_all(cfg.get("callbacks")), GenerationContext(cohort)]
+    # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=plugins
+    )
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # config only, never data
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if cfg.get("test") and best:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "cohort_dir": str(cohort.path),
+        "best_checkpoint": best,
+        "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+        "global_step": int(trainer.global_step),
+        "metrics": {
+            k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+        },
+    }
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "summary.json", summary)
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.finish()  # one W&B run per job, also inside a multirun sweep
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"\nrun directory:   {summary['run_dir']}")
+    print(f"best checkpoint: {summary['best_checkpoint']}")
+    shown = {k: v for k, v in summary["metrics"].items() if k.startswith("val/")}
+    if shown:
+        print(
+            "validation:      "
+            + "  ".join(f"{k.removeprefix('val/')}={v:.4g}" for k, v in sorted(shown.items()))
+        )
+    for i, patient in enumerate(summary.get("examples", []), 1):
+        print(f"\nsynthetic patient {i}: {patient['sex']}, age {patient['age']:.0f}")
+        for j, visit in enumerate(patient["visits"], 1):
+            print(f"  visit {j}: " + "; ".join(visit))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    summary = run(cfg)
+    _print_summary(summary)
+    print(json.dumps({"val/loss": summary["metrics"].get("val/loss")}))
+    return summary["metrics"].get("val/loss")
+
+
+if __name__ == "__main__":
+    main()

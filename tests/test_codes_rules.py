@@ -9,7 +9,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ehrgen.data.codes import category_expr, category_of, display_code, is_icd9_dx, normalize_code, normalize_code_expr
+from ehrgen.data.codes import (
+    category_expr,
+    category_of,
+    display_code,
+    is_icd9_dx,
+    normalize_code,
+    normalize_code_expr,
+)
 from ehrgen.data.rules import FEMALE, MALE, VALIDITY_RULES, allowed_code_mask, rule_membership
 
 
@@ -24,7 +31,12 @@ def test_normalize(raw: str, norm: str) -> None:
 def test_shapes_and_display() -> None:
     assert all(is_icd9_dx(c) for c in ["4019", "001", "25000", "V5861", "V27", "E8497", "E849"])
     assert not any(is_icd9_dx(c) for c in ["I10", "40", "401999", "V1", "E84", "4019A", ""])
-    assert [display_code(c) for c in ["4019", "E8497", "V5861", "042"]] == ["401.9", "E849.7", "V58.61", "042"]
+    assert [display_code(c) for c in ["4019", "E8497", "V5861", "042"]] == [
+        "401.9",
+        "E849.7",
+        "V58.61",
+        "042",
+    ]
 
 
 def test_category_rule_agrees_with_official_tables(icd9_tables: Path) -> None:
@@ -54,7 +66,9 @@ def test_rule_table_covers_the_documented_ranges(icd9_tables: Path) -> None:
             out.append(any(letter == p and lo <= num <= hi for p, lo, hi in prefix_ranges))
         return np.array(out)
 
-    np.testing.assert_array_equal(by_name["pregnancy"], expect([("", 630, 679), ("V", 22, 24), ("V", 27, 27)]))
+    np.testing.assert_array_equal(
+        by_name["pregnancy"], expect([("", 630, 679), ("V", 22, 24), ("V", 27, 27)])
+    )
     np.testing.assert_array_equal(by_name["perinatal"], expect([("", 760, 779), ("V", 29, 39)]))
     np.testing.assert_array_equal(by_name["male_genital"], expect([("", 600, 608), ("", 185, 185)]))
     np.testing.assert_array_equal(by_name["female_genital"], expect([("", 614, 629), ("", 179, 184)]))

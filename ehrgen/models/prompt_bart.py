@@ -1,0 +1,258 @@
+"""PromptBart: BART whose encoder and decoder each see learned demographic prompts.
+
+Read top to bottom: construction (random init from ``BartConfig`` or local pretrained weights),
+``encode`` (prompt + tokens through the encoder), ``decode_step`` (prompt + tokens through the
+decoder, incrementally with a KV cache), ``forward`` (teacher-forced training pass + auxiliary
+age/sex heads).
+
+Layout of one sequence inside BART (P = prompt_length):
+```
+encoder: [p_1 .. p_P | <s> <v> c c <mask> ... </s> <pad>..]   positions 0 .. P+Le-1
+decoder: [q_1 .. q_P | <s> <v> c c <\\v> ...             ]   positions 0 .. P+Ld-1
+```
+The prompt vectors are fed as ``inputs_embeds`` ahead of the token embeddings and always
+attended to; every output for a prompt position is dropped, so logits line up with ``labels``.
+Only public transformers APIs are used (``inputs_embeds``, attention masks, Cache objects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from transformers import BartConfig, BartForConditionalGeneration
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+
+from ehrgen.errors import InputError
+from ehrgen.models.conditional_prompt import ConditionalPrompt
+
+PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
+N_SEX = 2  # 0=M, 1=F
+
+
+class EncoderOutput(NamedTuple):
+    """Encoder states including the prompt positions, and the matching (extended) mask."""
+
+    states: Tensor  # [B, P + Le, d_model]
+    mask: Tensor  # [B, P + Le]
+
+
+class DecodeOutput(NamedTuple):
+    """Logits for the tokens fed in this step (prompt positions removed) and the updated cache."""
+
+    logits: Tensor  # [B, n_new, vocab]
+    past_key_values: Cache
+
+
+@dataclass
+class PromptBartOutput:
+    """Teacher-forced outputs aligned with ``labels [B, Ld]``."""
+
+    logits: Tensor  # [B, Ld, vocab]
+    hidden: Tensor  # [B, Ld, d_model] last decoder layer
+    age_pred: Tensor  # [B, Ld] age / age_scale, one prediction per token
+    sex_logits: Tensor  # [B, Ld, 2]
+
+
+class PromptBart(nn.Module):
+    """BART encoder-decoder conditioned on (age, sex) through encoder and decoder prompts."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 256,
+        encoder_layers: int = 3,
+        decoder_layers: int = 3,
+        attention_heads: int = 4,
+        ffn_dim: int = 1024,
+        max_length: int = 512,
+        prompt_length: int = 4,
+        prompt_hidden: int = 128,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        activation_function: str = "gelu",
+        age_scale: float = 100.0,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.prompt_length = prompt_length
+        self.age_scale = float(age_scale)
+        n_positions = max_length + prompt_length  # prompts occupy the first positions
+        if pretrained:
+            self.bart = _load_pretrained(pretrained, vocab_size, n_positions)
+        else:
+            self.bart = BartForConditionalGeneration(
+                BartConfig(
+                    vocab_size=vocab_size,
+                    max_position_embeddings=n_positions,
+                    d_model=d_model,
+                    encoder_layers=encoder_layers,
+                    decoder_layers=decoder_layers,
+                    encoder_attention_heads=attention_heads,
+                    decoder_attention_heads=attention_heads,
+                    encoder_ffn_dim=ffn_dim,
+                    decoder_ffn_dim=ffn_dim,
+                    dropout=dropout,
+                    attention_dropout=attention_dropout,
+                    activation_function=activation_function,
+                    pad_token_id=PAD_ID,
+                    bos_token_id=BOS_ID,
+                    eos_token_id=EOS_ID,
+                    decoder_start_token_id=BOS_ID,
+                    forced_eos_token_id=None,
+                )
+            )
+        d = self.bart.config.d_model
+        self.d_model = d
+
+        def prompt() -> ConditionalPrompt:
+            return ConditionalPrompt(d, prompt_length, prompt_hidden, (self.age_scale,), (N_SEX,))
+
+        self.encoder_prompt = prompt()
+        self.decoder_prompt = prompt()
+        self.age_head = nn.Linear(d, 1)
+        self.sex_head = nn.Linear(d, N_SEX)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _prompt(self, module: ConditionalPrompt, age: Tensor, sex: Tensor, like: Tensor) -> Tensor:
+        return module(age.reshape(-1, 1), sex.reshape(-1, 1)).to(like.dtype)
+
+    def _check_length(self, ids: Tensor, what: str) -> None:
+        if ids.shape[1] > self.max_length:
+            raise InputError(
+                f"{what} has {ids.shape[1]} tokens, more than model max_length={self.max_length}; "
+                "raise model.net.max_length or shorten data sequences"
+            )
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        return self.bart.get_output_embeddings()(hidden) + self.bart.final_logits_bias.to(hidden.dtype)
+
+    # ------------------------------------------------------------------ encoder
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor, age: Tensor, sex: Tensor) -> EncoderOutput:
+        """Encoder states ``[B, P + Le, d]`` with the prompt first, and the extended mask."""
+        self._check_length(input_ids, "encoder input")
+        tokens = self.bart.get_input_embeddings()(input_ids)
+        prompt = self._prompt(self.encoder_prompt, age, sex, tokens)
+        mask = torch.cat([attention_mask.new_ones(prompt.shape[:2]), attention_mask], dim=1)
+        states = self.bart.get_encoder()(
+            inputs_embeds=torch.cat([prompt, tokens], dim=1), attention_mask=mask
+        ).last_hidden_state
+        return EncoderOutput(states, mask)
+
+    # ------------------------------------------------------------------ decoder
+
+    def _decode(
+        self,
+        decoder_input_ids: Tensor,
+        encoder: EncoderOutput,
+        age: Tensor | None,
+        sex: Tensor | None,
+        past_key_values: Cache | None,
+        decoder_attention_mask: Tensor | None,
+        use_cache: bool,
+    ) -> tuple[Tensor, Cache | None]:
+        """Decoder hidden states for the new tokens; the prompt goes in when the cache is empty."""
+        tokens = self.bart.get_input_embeddings()(decoder_input_ids)
+        at_start = past_key_values is None or past_key_values.get_seq_length() == 0
+        if at_start:
+            if age is None or sex is None:
+                raise ValueError("age and sex are required for the first decoder step (the prompt)")
+            tokens = torch.cat([self._prompt(self.decoder_prompt, age, sex, tokens), tokens], dim=1)
+        if use_cache and past_key_values is None:
+            config = self.bart.config
+            past_key_values = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+        mask = None
+        if decoder_attention_mask is not None:
+            # The caller's mask covers token positions only (past + new); the prompt is always visible.
+            ones = decoder_attention_mask.new_ones(decoder_attention_mask.shape[0], self.prompt_length)
+            mask = torch.cat([ones, decoder_attention_mask], dim=1)
+        out = self.bart.get_decoder()(
+            inputs_embeds=tokens,
+            attention_mask=mask,
+            encoder_hidden_states=encoder.states,
+            encoder_attention_mask=encoder.mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        hidden = out.last_hidden_state
+        if at_start:
+            hidden = hidden[:, self.prompt_length :]
+        return hidden, out.past_key_values
+
+    def decode_step(
+        self,
+        decoder_input_ids: Tensor,
+        encoder_states: Tensor,
+        encoder_mask: Tensor,
+        age: Tensor | None = None,
+        sex: Tensor | None = None,
+        past_key_values: Cache | None = None,
+        decoder_attention_mask: Tensor | None = None,
+    ) -> DecodeOutput:
+        """Logits for ``decoder_input_ids`` (the tokens not yet in the cache) and the updated cache.
+
+        First call: ``past_key_values=None`` (or an empty cache), ``age``/``sex`` given; the decoder
+        prompt is fed once, ahead of the tokens. Later calls: only the new tokens. The optional
+        ``decoder_attention_mask [B, n_past_tokens + n_new]`` covers tokens only, not the prompt.
+        """
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past + decoder_input_ids.shape[1] > self.max_length + self.prompt_length:
+            raise InputError(
+                f"decoding past max_length={self.max_length} tokens; stop generation earlier "
+                "or raise model.net.max_length"
+            )
+        encoder = EncoderOutput(encoder_states, encoder_mask)
+        hidden, cache = self._decode(
+            decoder_input_ids, encoder, age, sex, past_key_values, decoder_attention_mask, use_cache=True
+        )
+        return DecodeOutput(self._logits(hidden), cache)
+
+    # ------------------------------------------------------------------ training pass
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        decoder_input_ids: Tensor,
+        decoder_attention_mask: Tensor,
+        age: Tensor,
+        sex: Tensor,
+    ) -> PromptBartOutput:
+        """Teacher-forced pass; every output is aligned with ``decoder_input_ids`` / ``labels``."""
+        self._check_length(decoder_input_ids, "decoder input")
+        encoder = self.encode(input_ids, attention_mask, age, sex)
+        hidden, _ = self._decode(
+            decoder_input_ids, encoder, age, sex, None, decoder_attention_mask, use_cache=False
+        )
+        return PromptBartOutput(
+            logits=self._logits(hidden),
+            hidden=hidden,
+            age_pred=self.age_head(hidden).squeeze(-1),
+            sex_logits=self.sex_head(hidden),
+        )
+
+
+def _load_pretrained(path: str, vocab_size: int, n_positions: int) -> BartForConditionalGeneration:
+    """Local BART weights (never downloaded), token embeddings resized to the ehrgen vocabulary.
+
+    BART's ids 0-3 (``<s> <pad> </s> <unk>``) coincide with ehrgen's, so those rows keep their
+    pretrained meaning; the remaining rows are reused or resized arbitrarily and learned anew.
+    """
+    if not Path(path).expanduser().is_dir():
+        raise InputError(f"model.net.pretrained={path}: not a directory with BART weights (config.json)")
+    bart = BartForConditionalGeneration.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
+    if bart.config.max_position_embeddings < n_positions:
+        raise InputError(
+            f"pretrained BART at {path} has {bart.config.max_position_embeddings} positions, fewer than "
+            f"max_length + prompt_length = {n_positions}; lower model.net.max_length"
+        )
+    bart.resize_token_embeddings(vocab_size)
+    bart.config.decoder_start_token_id = BOS_ID
+    return bart

@@ -1,0 +1,192 @@
+"""PromptBart: prompts condition the output, the KV cache is exact, the tiny model can overfit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BartConfig, BartForConditionalGeneration
+
+from ehrgen.errors import InputError
+from ehrgen.models.conditional_prompt import ConditionalPrompt
+from ehrgen.models.losses import lm_loss
+from ehrgen.models.prompt_bart import PromptBart
+
+VOCAB = 7 + 20
+TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=64, max_length=24)
+
+
+def make_batch(n: int = 4, seed: int = 0, vocab: int = VOCAB, max_visits: int = 3) -> dict[str, torch.Tensor]:
+    """Synthetic batch to the DataModule contract: ``<s> (<v> codes <\\v>)+ </s>``, right-padded."""
+    g = torch.Generator().manual_seed(seed)
+    seqs = []
+    for _ in range(n):
+        seq = [0]
+        for _ in range(int(torch.randint(1, max_visits + 1, (1,), generator=g))):
+            k = int(torch.randint(1, 4, (1,), generator=g))
+            seq += [4, *torch.randperm(vocab - 7, generator=g)[:k].add(7).tolist(), 5]
+        seqs.append([*seq, 2])
+    width = max(map(len, seqs))
+    clean = torch.full((n, width), 1, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        clean[i, : len(s)] = torch.tensor(s)
+    mask = (clean != 1).long()
+    corrupted = clean.clone()
+    corrupted[(torch.rand(clean.shape, generator=g) < 0.3) & (clean >= 7)] = 6
+    labels = clean[:, 1:].masked_fill(clean[:, 1:] == 1, -100)
+    return {
+        "input_ids": corrupted,
+        "attention_mask": mask,
+        "decoder_input_ids": clean[:, :-1],
+        "decoder_attention_mask": mask[:, :-1],
+        "labels": labels,
+        "age": torch.rand(n, generator=g) * 80 + 10,
+        "sex": torch.randint(0, 2, (n,), generator=g),
+    }
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+@pytest.fixture
+def tiny() -> PromptBart:
+    torch.manual_seed(0)
+    return PromptBart(VOCAB, prompt_length=3, **TINY).eval()
+
+
+def test_conditional_prompt_shapes_and_offsets() -> None:
+    prompt = ConditionalPrompt(
+        d_model=8, prompt_length=3, d_hidden=16, numeric_scales=(100.0,), cardinalities=(2, 3)
+    )
+    assert prompt.cat_offsets.tolist() == [0, 2]
+    out = prompt(torch.tensor([[50.0], [60.0]]), torch.tensor([[0, 2], [1, 0]]))
+    assert out.shape == (2, 3, 8)
+    # Categorical feature 2 value 0 uses table row 2, not row 0 (feature 1's value 0).
+    rows = prompt.cat_embedding(torch.tensor([0, 1, 2, 3, 4]))
+    same = prompt(torch.tensor([[60.0]]), torch.tensor([[1, 0]]))
+    assert torch.allclose(same, out[1:2])
+    assert not torch.allclose(rows[0], rows[2])
+
+
+def test_forward_shapes_align_with_labels(tiny: PromptBart) -> None:
+    batch = make_batch()
+    out = tiny(**model_inputs(batch))
+    b, ld = batch["labels"].shape
+    assert out.logits.shape == (b, ld, VOCAB)
+    assert out.hidden.shape == (b, ld, 32)
+    assert out.age_pred.shape == (b, ld)
+    assert out.sex_logits.shape == (b, ld, 2)
+    assert tiny.bart.config.max_position_embeddings == TINY["max_length"] + 3
+
+
+def test_prompts_change_the_output(tiny: PromptBart) -> None:
+    batch = make_batch()
+    inputs = model_inputs(batch)
+    with torch.no_grad():
+        base = tiny(**inputs).logits
+        older = tiny(**{**inputs, "age": inputs["age"] + 30}).logits
+        flipped = tiny(**{**inputs, "sex": 1 - inputs["sex"]}).logits
+        again = tiny(**inputs).logits
+    assert torch.equal(base, again)
+    # At initialisation attention is near-uniform and every input moves logits only a little;
+    # 1e-5 is still two orders above float32 noise (the repeat is bit-identical).
+    assert (older - base).abs().max() > 1e-5
+    assert (flipped - base).abs().max() > 1e-5
+
+
+def test_encoder_and_decoder_prompts_both_act(tiny: PromptBart) -> None:
+    inputs = model_inputs(make_batch())
+    # Random, not constant: BART's embedding LayerNorm would erase a constant shift.
+    shift = torch.randn(
+        tiny.decoder_prompt.reparam[-1].bias.shape, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        base = tiny(**inputs).logits
+        tiny.decoder_prompt.reparam[-1].bias.add_(shift)
+        dec_changed = tiny(**inputs).logits
+        tiny.decoder_prompt.reparam[-1].bias.sub_(shift)
+        tiny.encoder_prompt.reparam[-1].bias.add_(shift)
+        enc_changed = tiny(**inputs).logits
+    assert (dec_changed - base).abs().max() > 1e-3
+    assert (enc_changed - base).abs().max() > 1e-3
+
+
+def test_kv_cache_decoding_equals_full_forward(tiny: PromptBart) -> None:
+    batch = make_batch(seed=3)
+    inputs = model_inputs(batch)
+    dec, dmask = inputs["decoder_input_ids"], inputs["decoder_attention_mask"]
+    with torch.no_grad():
+        full = tiny(**inputs).logits
+        enc = tiny.encode(inputs["input_ids"], inputs["attention_mask"], inputs["age"], inputs["sex"])
+        assert enc.states.shape[1] == inputs["input_ids"].shape[1] + 3
+        # First call: prompt + a 2-token prefix; then one token at a time from the cache.
+        step = tiny.decode_step(
+            dec[:, :2], enc.states, enc.mask, inputs["age"], inputs["sex"], None, dmask[:, :2]
+        )
+        pieces, cache = [step.logits], step.past_key_values
+        for t in range(2, dec.shape[1]):
+            step = tiny.decode_step(
+                dec[:, t : t + 1],
+                enc.states,
+                enc.mask,
+                past_key_values=cache,
+                decoder_attention_mask=dmask[:, : t + 1],
+            )
+            pieces.append(step.logits)
+            cache = step.past_key_values
+        assert cache.get_seq_length() == 3 + dec.shape[1]
+    incremental = torch.cat(pieces, dim=1)
+    valid = dmask.bool()
+    torch.testing.assert_close(incremental[valid], full[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_decode_step_requires_demographics_for_the_prompt(tiny: PromptBart) -> None:
+    inputs = model_inputs(make_batch())
+    enc = tiny.encode(inputs["input_ids"], inputs["attention_mask"], inputs["age"], inputs["sex"])
+    with pytest.raises(ValueError, match="age and sex"):
+        tiny.decode_step(inputs["decoder_input_ids"][:, :1], enc.states, enc.mask)
+
+
+def test_too_long_sequence_is_a_clear_error(tiny: PromptBart) -> None:
+    inputs = model_inputs(make_batch())
+    long_ids = torch.full((1, TINY["max_length"] + 1), 7)
+    with pytest.raises(InputError, match="max_length"):
+        tiny.encode(long_ids, torch.ones_like(long_ids), inputs["age"][:1], inputs["sex"][:1])
+
+
+def test_overfits_one_small_batch() -> None:
+    torch.manual_seed(0)
+    model = PromptBart(VOCAB, prompt_length=2, dropout=0.0, attention_dropout=0.0, **TINY)
+    batch = make_batch(n=4, seed=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = lm_loss(model(**model_inputs(batch)).logits, batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_pretrained_weights_are_loaded_and_resized(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=50, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=40,
+    )  # fmt: skip
+    source = BartForConditionalGeneration(config)
+    source.save_pretrained(tmp_path / "bart")
+    model = PromptBart(VOCAB, max_length=30, prompt_length=4, pretrained=str(tmp_path / "bart"))
+    emb = model.bart.get_input_embeddings().weight
+    assert emb.shape == (VOCAB, 32)
+    torch.testing.assert_close(emb, source.get_input_embeddings().weight[:VOCAB])
+    assert model.bart.get_output_embeddings().weight.data_ptr() == emb.data_ptr()  # still tied
+    out = model(**model_inputs(make_batch()))
+    assert out.logits.shape[-1] == VOCAB
+    with pytest.raises(InputError, match="positions"):
+        PromptBart(VOCAB, max_length=39, prompt_length=4, pretrained=str(tmp_path / "bart"))
+    with pytest.raises(InputError, match="not a directory"):
+        PromptBart(VOCAB, pretrained=str(tmp_path / "missing"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +23,15 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ehrgen.callbacks import GenerationContext, RestoreRNG
 from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
-from ehrgen.data.cohort import Cohort, write_json_atomic
+from ehrgen.data.cohort import write_json_atomic
 from ehrgen.data.vocab import build_tokenizer
 from ehrgen.module import PromptBartModule
 from ehrgen.prepare import ensure_cohort
-from ehrgen.sampling.demographics import DemographicsModel
 
 log = logging.getLogger(__name__)
-GENERATION_KEY = "generation"
-
-
-class GenerationContext(Callback):
-    """Puts what generation needs beside the weights: demographics, id range, code titles.
-
-    All plain lists/dicts of aggregates (no patient rows), so checkpoints stay
-    ``weights_only=True``-loadable and shareable under the data-use agreement.
-    """
-
-    def __init__(self, cohort: Cohort):
-        codes = cohort.codes()
-        self.payload = {
-            "demographics": DemographicsModel.from_cohort(cohort).to_dict(),
-            "max_real_subject_id": int(cohort.scan().select("subject_id").max().collect().item()),
-            "code_descriptions": {
-                c: d for c, d in zip(codes["code"], codes["description"], strict=True) if d is not None
-            },
-            "source": str(cohort.meta.get("source")),
-        }
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[GENERATION_KEY] = self.payload
 
 
 def _wandb_ready(cfg: DictConfig, run_dir: Path) -> None:
@@ -69,9 +47,7 @@ def _wandb_ready(cfg: DictConfig, run_dir: Path) -> None:
             if id_file.is_file():
                 cfg.logger.wandb.id = id_file.read_text().strip()
             else:
-                import wandb.util
-
-                cfg.logger.wandb.id = wandb.util.generate_id()
+                cfg.logger.wandb.id = secrets.token_hex(4)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(cfg.logger.wandb.id)
         cfg.logger.wandb.resume = "allow"
@@ -107,7 +83,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     _wandb_ready(cfg, run_dir)
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
-    callbacks: list[Callback] = [*_instantiate_all(cfg.get("callbacks")), GenerationContext(cohort)]
+    callbacks: list[Callback] = [*_instantiate_all(cfg.get("callbacks")), GenerationContext(cohort), RestoreRNG()]
     # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     trainer: L.Trainer = instantiate(

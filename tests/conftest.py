@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from slurm_cluster import slurm_cluster_env
 
 from ehrgen.config import CONFIG_DIR
@@ -56,7 +56,8 @@ def compose_config(
         with open_dict(cfg):
             cfg.paths.cache_dir = str(tmp / "cache")
             cfg.paths.output_dir = str(tmp / "outputs")
-            if "run_dir" in cfg.paths:
+            # ${hydra:runtime.output_dir} only resolves inside @hydra.main; keep explicit overrides.
+            if "run_dir" in cfg.paths and OmegaConf.is_interpolation(cfg.paths, "run_dir"):
                 cfg.paths.run_dir = str(tmp / "run")
     return cfg
 

@@ -1,0 +1,159 @@
+"""ehrgen.train end to end: composed from the real conf/, shrunk to a tiny model and a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ehrgen.callbacks import GENERATION_KEY
+from ehrgen.module import PromptBartModule
+from ehrgen.train import run
+
+TINY = [
+    "model/size=tiny",
+    "model.warmup_steps=2",
+    "model.lr=1e-3",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
+    "data.datamodule.batch_size=8",
+]
+
+
+class StopAtStep(Callback):
+    """Simulates a preemption: stop cleanly after ``step`` optimiser steps."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _train(compose_cfg, overrides: list[str]) -> dict:
+    return run(compose_cfg("train", [*TINY, *overrides]))
+
+
+def _metrics_csv(run_dir: str) -> pl.DataFrame:
+    return pl.read_csv(Path(run_dir) / "csv" / "metrics.csv")
+
+
+def test_flat_on_mimic3_demo(compose_cfg, mimic3_demo: Path, tmp_path: Path) -> None:
+    summary = _train(
+        compose_cfg,
+        ["data=mimic3", f"data.raw_dir={mimic3_demo}", f"data.cohort_dir={tmp_path / 'demo'}", "trainer.max_epochs=2"],
+    )
+    assert Path(summary["best_checkpoint"]).is_file() and Path(summary["last_checkpoint"]).is_file()
+    assert summary["global_step"] == 2 * 11  # 81 train patients / batch 8 -> 11 batches per epoch
+    for key in ("val/loss", "val/lm", "val/perplexity", "val/code_acc", "val/recon_jaccard"):
+        assert key in summary["metrics"], key
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True, map_location="cpu")
+    assert ckpt[GENERATION_KEY]["max_real_subject_id"] == 44228  # the demo's largest SUBJECT_ID
+    assert ckpt[GENERATION_KEY]["code_descriptions"]["4019"] == "Unspecified essential hypertension"
+    module = PromptBartModule.load(summary["best_checkpoint"])
+    assert module.tokenizer.level == "code"
+    logged = _metrics_csv(summary["run_dir"])
+    assert {"train/loss", "train/cooc", "val/loss"} <= set(logged.columns)
+    assert any(c.startswith("lr-AdamW") for c in logged.columns)
+
+
+def test_hierarchical_on_simulator(compose_cfg) -> None:
+    summary = _train(compose_cfg, ["model=hierarchical", "data.n_patients=300", "trainer.max_steps=6"])
+    module = PromptBartModule.load(summary["best_checkpoint"] or summary["last_checkpoint"])
+    assert module.tokenizer.level == "category"
+    assert module.layout.vocab_size == module.tokenizer.content_range[1]
+    assert summary["global_step"] == 6
+
+
+def test_loss_goes_down_on_simulator(compose_cfg) -> None:
+    summary = _train(
+        compose_cfg,
+        ["data.n_patients=250", "trainer.max_epochs=3", "data.datamodule.corruption.p=0", "+trainer.limit_val_batches=1"],
+    )
+    losses = _metrics_csv(summary["run_dir"]).drop_nulls("train/loss")["train/loss"].to_list()
+    assert len(losses) >= 20
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path) -> None:
+    common = [
+        "data.n_patients=300",
+        f"data.cohort_dir={tmp_path / 'cohort'}",
+        "trainer.max_steps=8",
+        "+trainer.limit_val_batches=0",
+        "+callbacks.model_checkpoint.every_n_train_steps=4",
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.model_checkpoint.save_top_k=0",
+    ]
+    straight = _train(compose_cfg, [*common, f"paths.run_dir={tmp_path / 'a'}"])
+    # Interrupted after 4 steps (same config otherwise), then resumed in the same run dir.
+    stop = ["+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=4"]
+    first = _train(compose_cfg, [*common, *stop, f"paths.run_dir={tmp_path / 'b'}"])
+    assert first["global_step"] == 4
+    resumed = _train(compose_cfg, [*common, f"paths.run_dir={tmp_path / 'b'}"])
+    assert resumed["global_step"] == straight["global_step"] == 8
+    a = _metrics_csv(straight["run_dir"]).drop_nulls("train/loss")
+    b = _metrics_csv(resumed["run_dir"]).drop_nulls("train/loss")
+    tail_a = a.filter(pl.col("step") >= 4)["train/loss"].to_list()
+    tail_b = b.filter(pl.col("step") >= 4)["train/loss"].to_list()[-len(tail_a) :]
+    assert len(tail_a) == 4
+    assert tail_b == pytest.approx(tail_a, rel=1e-5)
+
+
+def test_wandb_offline_writes_a_run(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    summary = _train(
+        compose_cfg, ["data.n_patients=200", "trainer.max_steps=3", "logger=wandb", f"paths.run_dir={tmp_path / 'w'}"]
+    )
+    runs = list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run_id = (Path(summary["run_dir"]) / "wandb_id.txt").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    assert list(runs[0].glob("run-*.wandb"))
+
+
+def _train_subprocess(tmp_path: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EHRGEN_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "ehrgen.train", *TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_two_processes(tmp_path: Path) -> None:
+    # strategy=ddp re-launches the command for rank 1, so it has to run as a real command line.
+    _train_subprocess(tmp_path, ["trainer=ddp_cpu", "data.n_patients=200", "trainer.max_steps=4"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 4
+    assert Path(summary["last_checkpoint"]).is_file()
+    # one run directory, not one per rank (the Hydra + DDP trap)
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("cache",)] == ["run"]
+
+
+def test_missing_cohort_dir_is_prepared_and_bad_ckpt_path_errors(compose_cfg, tmp_path: Path) -> None:
+    from ehrgen.errors import InputError
+
+    with pytest.raises(InputError, match="ckpt_path=.*does not exist"):
+        _train(compose_cfg, ["data.n_patients=100", "trainer.max_steps=1", f"ckpt_path={tmp_path / 'nope.ckpt'}"])
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "junk").write_text("x")
+    with pytest.raises(InputError, match="is not a complete cohort"):
+        _train(compose_cfg, [f"data.cohort_dir={half}", "trainer.max_steps=1"])
+
+
+def test_main_job_smoke_subprocess(tmp_path: Path) -> None:
+    result = _train_subprocess(tmp_path, ["data.n_patients=150", "trainer.max_epochs=1"])
+    assert "best checkpoint:" in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1])["val/loss"] > 0
+    assert (tmp_path / "run" / "summary.json").is_file()

@@ -85,7 +85,12 @@ def ensure_cohort(cfg: DictConfig) -> Cohort:
                 f"`python -m ehrgen.prepare ... data.cohort_dir={out} overwrite=true`"
             )
         log.info("cohort %s not found: preparing it from data=%s", out, cfg.data.name)
-        run(cfg)
+        try:
+            run(cfg)
+        except (InputError, OSError):
+            # Parallel sweep jobs may race to prepare the same cached cohort: the loser uses it.
+            if not (out / "metadata" / "cohort.json").is_file():
+                raise
     return Cohort(out)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -36,9 +38,13 @@ log = logging.getLogger(__name__)
 
 def _wandb_ready(cfg: DictConfig, run_dir: Path) -> None:
     """Offline unless an API key is configured; reuse the run id of this run dir (resume/requeue)."""
-    if "wandb" not in cfg.logger:
+    if "_target_" not in cfg.logger.get("wandb", {}):
         return
     with open_dict(cfg):
+        if cfg.logger.wandb.get("group") is None and HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:  # a sweep's jobs share one W&B group
+                cfg.logger.wandb.group = f"{cfg.task_name}-{Path(hydra_cfg.sweep.dir).name}"
         has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
         if os.environ.get("WANDB_MODE") == "offline" or not has_key:
             cfg.logger.wandb.offline = True
@@ -83,7 +89,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     _wandb_ready(cfg, run_dir)
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
-    callbacks: list[Callback] = [*_instantiate_all(cfg.get("callbacks")), GenerationContext(cohort), RestoreRNG()]
+    callbacks: list[Callback] = [
+        *_instantiate_all(cfg.get("callbacks")),
+        GenerationContext(cohort),
+        RestoreRNG(),
+    ]
     # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     trainer: L.Trainer = instantiate(

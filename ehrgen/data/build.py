@@ -44,10 +44,11 @@ def _count_drop(drops: dict[str, int], name: str, n: int) -> None:
 
 
 def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int]]:
-    """Return ``(diagnoses, patients, drops, input_rows)`` with only usable rows.
+    """Return ``(visits, patients, drops, input_rows)`` with only usable rows.
 
-    ``diagnoses``: one row per (visit, code) with subject_id, visit_id, time, age, seq, code;
-    ``patients``: subject_id, sex.
+    ``visits``: one row per usable admission: subject_id, visit_id, time, age and ``codes`` (the
+    visit's distinct codes in ``seq`` order); ``patients``: subject_id, sex. Diagnoses are reduced
+    to visit-level lists straight away, so per-diagnosis rows never carry visit columns.
     """
     drops = dict(tables.drops)
 
@@ -62,7 +63,7 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     _count_drop(drops, "patient_missing_id", patients["subject_id"].null_count())
     patients = patients.drop_nulls("subject_id")
     n = patients.height
-    patients = patients.unique("subject_id", keep="first", maintain_order=True)
+    patients = patients.filter(pl.col("subject_id").is_first_distinct())
     _count_drop(drops, "duplicate_patient", n - patients.height)
     _count_drop(drops, "patient_unknown_sex", patients["sex"].null_count())
     patients = patients.drop_nulls("sex")
@@ -72,7 +73,7 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     visits = visits.drop_nulls(["subject_id", "visit_id"])
     _count_drop(drops, "admission_missing_id", n - visits.height)
     n = visits.height
-    visits = visits.unique("visit_id", keep="first", maintain_order=True)
+    visits = visits.filter(pl.col("visit_id").is_first_distinct())
     _count_drop(drops, "duplicate_admission", n - visits.height)
     _count_drop(drops, "admission_unparsable_time", visits["time"].null_count())
     visits = visits.drop_nulls("time")
@@ -86,51 +87,64 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
 
     # -- diagnoses
     empty = pl.col("code").is_null() | (pl.col("code") == "")
-    _count_drop(drops, "diagnosis_null_code", dx.select(empty.sum()).item())
-    dx = dx.filter(~empty)
     shaped = pl.col("code").str.contains(ICD9_DX_PATTERN)
-    _count_drop(drops, "diagnosis_not_icd9", dx.select((~shaped).sum()).item())
-    dx = dx.filter(shaped)
+    null_codes, bad_codes, no_visit = dx.select(
+        empty.sum().alias("null"),
+        (~empty & ~shaped).sum().alias("bad"),
+        (~empty & shaped & pl.col("visit_id").is_null()).sum().alias("no_visit"),
+    ).row(0)
+    _count_drop(drops, "diagnosis_null_code", null_codes)
+    _count_drop(drops, "diagnosis_not_icd9", bad_codes)
+    _count_drop(drops, "diagnosis_missing_id", no_visit)
+    dx = dx.filter(~empty & shaped & pl.col("visit_id").is_not_null())
     n = dx.height
-    dx = dx.drop_nulls("visit_id")
-    _count_drop(drops, "diagnosis_missing_id", n - dx.height)
-    n = dx.height
-    dx = dx.join(visits, on="visit_id", how="inner", suffix="_visit")
+    dx = dx.join(
+        visits.select("visit_id", pl.col("subject_id").alias("visit_subject")), on="visit_id", how="inner"
+    )
     _count_drop(drops, "diagnosis_without_admission", n - dx.height)
-    mismatch = pl.col("subject_id").is_not_null() & (pl.col("subject_id") != pl.col("subject_id_visit"))
+    mismatch = pl.col("subject_id").is_not_null() & (pl.col("subject_id") != pl.col("visit_subject"))
     _count_drop(drops, "diagnosis_subject_mismatch", dx.select(mismatch.sum()).item())
-    dx = dx.filter(~mismatch).drop("subject_id").rename({"subject_id_visit": "subject_id"})
-    # One code once per visit; keep the position of its first mention (seq_num order).
-    dx = dx.sort(["subject_id", "time", "visit_id", "seq", "code"], nulls_last=True)
-    n = dx.height
-    dx = dx.unique(["visit_id", "code"], keep="first", maintain_order=True)
-    _count_drop(drops, "duplicate_code_in_visit", n - dx.height)
-
-    _count_drop(drops, "admission_without_diagnoses", visits.height - dx["visit_id"].n_unique())
-    with_visits = patients.join(dx.select("subject_id").unique(), on="subject_id", how="semi")
+    n_rows = dx.height - drops.get("diagnosis_subject_mismatch", 0)
+    # One code once per visit, at the position of its first mention (seq_num order).
+    visit_codes = (
+        dx.lazy()
+        .filter(~mismatch)
+        .group_by("visit_id")
+        .agg(
+            pl.col("code")
+            .sort_by("seq", nulls_last=True, maintain_order=True)
+            .unique(maintain_order=True)
+            .alias("codes")
+        )
+        .collect()
+    )
+    del dx
+    _count_drop(drops, "duplicate_code_in_visit", n_rows - int(visit_codes["codes"].list.len().sum() or 0))
+    _count_drop(drops, "admission_without_diagnoses", visits.height - visit_codes.height)
+    visits = visits.join(visit_codes, on="visit_id", how="inner")
+    with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
-    return dx, with_visits, drops, input_rows
+    return visits, with_visits, drops, input_rows
 
 
-def group_patients(dx: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
-    """One row per patient in the cohort row schema, visits ordered by time."""
-    visit_rows = dx.group_by(["subject_id", "visit_id"], maintain_order=True).agg(
-        pl.col("time").first(), pl.col("age").first(), pl.col("code").alias("codes")
-    )
-    per_patient = visit_rows.group_by("subject_id", maintain_order=True).agg(
-        pl.col("age").first(),
-        pl.struct(pl.col("time"), pl.col("codes")).alias("visits"),
-    )
-    age = pl.col("age")
+def group_patients(visits: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
+    """One row per patient in the cohort row schema, visits ordered by time (then visit id)."""
+    age = pl.col("age").first()
     return (
-        per_patient.join(patients, on="subject_id", how="inner")
+        visits.sort("subject_id", "time", "visit_id")
+        .group_by("subject_id", maintain_order=True)
+        .agg(age, pl.struct("time", "codes").alias("visits"))
+        .join(patients, on="subject_id", how="inner", maintain_order="left")
         .select(
             pl.col("subject_id").cast(pl.Int64),
             pl.col("sex").cast(pl.Int8),
-            pl.when(age > AGE_CLAMP_ABOVE).then(AGE_CLAMP_TO).otherwise(age).cast(pl.Float32).alias("age"),
+            pl.when(pl.col("age") > AGE_CLAMP_ABOVE)
+            .then(AGE_CLAMP_TO)
+            .otherwise(pl.col("age"))
+            .cast(pl.Float32)
+            .alias("age"),
             "visits",
         )
-        .sort("subject_id")
     )
 
 
@@ -193,12 +207,12 @@ def build_cohort(
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
-    dx, patients, drops, input_rows = clean_tables(tables)
+    visits, patients, drops, input_rows = clean_tables(tables)
     if patients.height == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
         raise InputError(f"{tables.name}: no patient with a usable diagnosis remains (dropped: {reasons})")
-    cohort = group_patients(dx, patients)
-    del dx
+    cohort = group_patients(visits, patients)
+    del visits
     split = assign_splits(cohort["subject_id"].to_numpy(), split_seed, tuple(split_fractions))
 
     descriptions = _collect(tables.descriptions) if tables.descriptions is not None else None
@@ -220,7 +234,7 @@ def build_cohort(
 
     train = cohort.filter(pl.Series(split == 0))
     cooc = cooccurrence_matrix(train, codes["code"].to_list())
-    sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc, compressed=True)
+    sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc, compressed=False)
 
     meta = cohort_metadata(
         tables.name,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_train import TINY
 
 from ehrgen.sweep import write_sweep_summary
-from test_train import TINY
 
 
 def test_summary_table_marks_the_best_job(tmp_path: Path) -> None:

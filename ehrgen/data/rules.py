@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ehrgen.data.codes import category_of
+from ehrgen.data.codes import category_of, is_icd9_dx
 
 MALE, FEMALE = 0, 1
 
@@ -33,7 +33,9 @@ class ValidityRule:
     max_age: float = float("inf")
 
     def covers(self, code: str) -> bool:
-        """Whether the rule applies to ``code`` (normalised, no dot)."""
+        """Whether the rule applies to ``code`` (normalised, no dot); False for non-ICD-9 strings."""
+        if not is_icd9_dx(code):
+            return False
         cat = category_of(code)
         prefix = cat[0] if cat[0] in "VE" else ""
         for lo, hi in self.ranges:

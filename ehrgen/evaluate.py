@@ -1,0 +1,297 @@
+"""Compare a synthetic cohort with real data: fidelity, conditioning, validity, privacy, utility.
+
+    python -m ehrgen.evaluate real=COHORT synthetic=COHORT [holdout=COHORT] out_dir=PATH
+
+Writes ``out_dir/metrics.json`` (every metric with a bootstrap 95% CI), ``out_dir/report.html``
+(self-contained) and ``out_dir/figures/*.png``; prints a short summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ehrgen.config import CONFIG_DIR
+from ehrgen.data.cohort import atomic_directory, write_json_atomic
+from ehrgen.errors import InputError
+from ehrgen.metrics.bootstrap import BootstrapConfig, bootstrap, metric_entry
+from ehrgen.metrics.cohort_arrays import Level, patient_stats
+from ehrgen.metrics.conditioning import classifier_accuracy, stratum_fidelity, stratum_name
+from ehrgen.metrics.fidelity import LevelComparison
+from ehrgen.metrics.inputs import EvalInputs, load_inputs
+from ehrgen.metrics.utility import tstr
+from ehrgen.metrics.validity import per_patient_quantities, ratio_stat
+from ehrgen.privacy.suite import PrivacyConfig, privacy_metrics
+from ehrgen.report import html, plots
+
+log = logging.getLogger(__name__)
+METRICS_SCHEMA = 1
+SUMMARY = (
+    "fidelity/code/jsd",
+    "fidelity/code/prevalence_r2",
+    "fidelity/code/cooccurrence_r2",
+    "fidelity/code/transition_r2",
+    "conditioning/classifier/sex_accuracy/ratio",
+    "validity/violation_rate_any",
+    "validity/unknown_code_rate",
+    "privacy/jaccard/copy_rate",
+    "privacy/jaccard/copy_rate_excess",
+    "privacy/jaccard/share_closer_to_train",
+    "privacy/jaccard/nnaar",
+    "privacy/jaccard/mia_advantage",
+    "privacy/attribute/advantage",
+    "utility/mean/auroc_ratio",
+)
+
+
+def _prefixed(prefix: str, entries: dict[str, dict]) -> dict[str, dict]:
+    return {f"{prefix}/{k}": v for k, v in entries.items()}
+
+
+def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> None:
+    vocab = inp.real.vocab
+    for i, name in enumerate(cfg.fidelity.levels):
+        if name not in ("code", "category"):
+            raise InputError(f"fidelity.levels: unknown level {name!r}; expected code and/or category")
+        level = Level.codes(vocab) if name == "code" else Level.categories(vocab)
+        st_real = patient_stats(inp.real, level)
+        kwargs = {"top_k": int(cfg.fidelity.top_k), "band_edges": tuple(cfg.fidelity.band_edges)}
+        cmp = LevelComparison(st_real, patient_stats(inp.synthetic, level), level, **kwargs)
+        sizes = {"real": inp.real.n_patients, "synthetic": inp.synthetic.n_patients}
+        metrics.update(_prefixed(f"fidelity/{name}", bootstrap(cmp.stats, sizes, boot, stream=10 + i)))
+        if cfg.fidelity.holdout_reference:
+            ref = LevelComparison(
+                st_real, patient_stats(inp.holdout, level), level, groups=("real", "holdout"), **kwargs
+            )
+            sizes = {"real": inp.real.n_patients, "holdout": inp.holdout.n_patients}
+            res = bootstrap(ref.stats, sizes, boot, stream=20 + i)
+            metrics.update(_prefixed(f"reference/fidelity/{name}", res))
+        if name == "code" and cfg.report.enabled:
+            p = cmp.point()
+            figs["prevalence"] = plots.prevalence_scatter(p["prevalence_real"], p["prevalence_other"])
+            figs["cooccurrence"] = plots.cooccurrence_scatter(p["pair_real"], p["pair_other"])
+            figs["counts"] = plots.count_histograms(
+                {
+                    "visits per patient": (p["visits_real"], p["visits_other"]),
+                    "distinct codes per patient": (p["codes_real"], p["codes_other"]),
+                }
+            )
+
+
+def _conditioning(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:
+    c = cfg.conditioning
+    edges = [float(x) for x in c.age_edges]
+    res, warnings = stratum_fidelity(
+        inp.real,
+        inp.synthetic,
+        edges,
+        int(c.min_stratum_patients),
+        boot,
+        top_k=int(cfg.fidelity.top_k),
+        band_edges=tuple(cfg.fidelity.band_edges),
+    )
+    metrics.update(_prefixed("conditioning/stratum", res))
+    targets = {"synthetic": inp.synthetic, "holdout": inp.holdout}
+    acc, warn2 = classifier_accuracy(inp.real, targets, edges, boot, C=float(c.C), max_iter=int(c.max_iter))
+    metrics.update(_prefixed("conditioning/classifier", acc))
+    if cfg.report.enabled and res:
+        present = {k.split("/")[0] for k in res}
+        strata = [n for s in range(2 * (len(edges) + 1)) if (n := stratum_name(s, edges)) in present]
+        cols = ["jsd", "prevalence_r2", "cooccurrence_r2", f"top{int(cfg.fidelity.top_k)}_overlap"]
+        values = np.array(
+            [
+                [np.nan if res[f"{s}/{m}"]["value"] is None else res[f"{s}/{m}"]["value"] for m in cols]
+                for s in strata
+            ]
+        )
+        figs["strata"] = plots.stratum_heatmap(values, strata, cols)
+    return warnings + warn2
+
+
+def _validity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> None:
+    for i, (prefix, arr) in enumerate((("validity", inp.synthetic), ("reference/validity", inp.real))):
+        q = per_patient_quantities(arr, inp.known_codes)
+        metrics.update(_prefixed(prefix, bootstrap(ratio_stat(q, "x"), {"x": arr.n_patients}, boot, 40 + i)))
+    if cfg.report.enabled:
+        rules = [k.rsplit("/", 1)[1] for k in metrics if k.startswith("validity/violation_rate/")]
+        rates = {
+            r: (
+                metrics[f"reference/validity/violation_rate/{r}"]["value"],
+                metrics[f"validity/violation_rate/{r}"]["value"],
+            )
+            for r in rules
+        }
+        figs["violations"] = plots.violation_bars({k: (a or 0.0, b or 0.0) for k, (a, b) in rates.items()})
+
+
+def _privacy(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:
+    p = cfg.privacy
+    pcfg = PrivacyConfig(
+        distances=tuple(p.distances),
+        max_records=int(p.max_records),
+        known_top_k=int(p.known_top_k),
+        attribute_targets=int(p.attribute_targets),
+        workers=int(p.workers),
+        block=int(p.block),
+        chunk=int(p.chunk),
+        seed=int(cfg.seed),
+    )
+    res, dists, warnings = privacy_metrics(inp.synthetic, inp.real, inp.holdout, pcfg, boot)
+    metrics.update(_prefixed("privacy", res))
+    if cfg.report.enabled:
+        for dist in pcfg.distances:
+            figs[f"dcr_{dist}"] = plots.dcr_histograms(
+                dists[f"{dist}/dcr_train"], dists[f"{dist}/dcr_holdout"], dist
+            )
+    return warnings
+
+
+def _model_metrics_fn(cfg: DictConfig):
+    """Hook for checkpoint-based metrics (perplexity etc.), implemented in ehrgen.metrics.lm.
+
+    Built before any work so a bad ``model_metrics`` target fails fast.
+    """
+    try:
+        return hydra.utils.instantiate(cfg.model_metrics)
+    except Exception as err:  # noqa: BLE001 - any import/instantiation failure is a config problem
+        raise InputError(f"ckpt={cfg.ckpt} given but model_metrics could not be built ({err})") from None
+
+
+def _model_metrics(fn, inp: EvalInputs, cfg: DictConfig, metrics: dict) -> None:
+    res = fn(
+        ckpt=str(cfg.ckpt), cohort=inp.sources["holdout"]["path"], splits=inp.sources["holdout"]["splits"]
+    )
+    for k, v in dict(res).items():
+        metrics[f"model/{k}"] = dict(v) if isinstance(v, dict) else metric_entry(float(v), np.zeros(0))
+
+
+def print_summary(metrics: dict[str, dict]) -> str:
+    """The key metrics as a fixed-width table (also returned)."""
+    lines = [f"{'metric':<46} {'value':>10}  95% CI"]
+    for key in SUMMARY:
+        if key in metrics:
+            e = metrics[key]
+            ci = f"[{html.fmt(e['ci_low'])}, {html.fmt(e['ci_high'])}]" if e["ci_low"] is not None else "-"
+            lines.append(f"{key:<46} {html.fmt(e['value']):>10}  {ci}")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate and write the report; returns the metrics.json payload."""
+    if cfg.out_dir in (None, "", "???"):
+        raise InputError("out_dir=PATH is required (a new directory for metrics.json and report.html)")
+    out_dir = Path(str(cfg.out_dir)).expanduser().absolute()
+    if out_dir.exists() and not cfg.overwrite:
+        raise InputError(f"{out_dir} already exists; pass overwrite=true to replace it")
+    if int(cfg.bootstrap.n) < 0 or int(cfg.bootstrap.chunk) < 1:
+        raise InputError("bootstrap.n must be >= 0 and bootstrap.chunk >= 1")
+    model_fn = _model_metrics_fn(cfg) if cfg.ckpt is not None else None
+    t0 = time.perf_counter()
+    inp = load_inputs(
+        cfg.real, cfg.synthetic, cfg.holdout, cfg.splits.real, cfg.splits.synthetic, cfg.splits.holdout
+    )
+    if cfg.bootstrap.method not in ("percentile", "basic"):
+        raise InputError(f"bootstrap.method must be percentile or basic, got {cfg.bootstrap.method!r}")
+    boot = BootstrapConfig(
+        n=int(cfg.bootstrap.n),
+        seed=int(cfg.bootstrap.seed),
+        level=float(cfg.bootstrap.level),
+        chunk=int(cfg.bootstrap.chunk),
+        method=str(cfg.bootstrap.method),
+    )
+    metrics: dict[str, dict] = {}
+    figs: dict[str, bytes] = {}
+    warnings = list(inp.warnings)
+    timings: dict[str, float] = {}
+    stages = [
+        ("fidelity", lambda: _fidelity(inp, cfg, boot, figs, metrics)),
+        ("conditioning", lambda: _conditioning(inp, cfg, boot, figs, metrics)),
+        ("validity", lambda: _validity(inp, cfg, boot, figs, metrics)),
+        ("privacy", lambda: _privacy(inp, cfg, boot, figs, metrics)),
+        ("utility", lambda: _utility(inp, cfg, boot, metrics)),
+    ]
+    for name, stage in stages:
+        if not cfg[name].enabled:
+            continue
+        t = time.perf_counter()
+        warnings += stage() or []
+        timings[name] = round(time.perf_counter() - t, 3)
+        log.info("%s metrics done in %.1f s", name, timings[name])
+    if model_fn is not None:
+        _model_metrics(model_fn, inp, cfg, metrics)
+    undefined = sorted(k for k, v in metrics.items() if v["value"] is None)
+    if undefined:
+        warnings.append(
+            f"{len(undefined)} metric(s) undefined on these inputs (value null): {', '.join(undefined[:8])}"
+        )
+    payload = {
+        "schema_version": METRICS_SCHEMA,
+        "inputs": inp.sources,
+        "bootstrap": {"n": boot.n, "seed": boot.seed, "level": boot.level, "method": boot.method},
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "warnings": warnings,
+        "timings_s": {**timings, "total": round(time.perf_counter() - t0, 3)},
+        "metrics": metrics,
+    }
+    with atomic_directory(out_dir, overwrite=bool(cfg.overwrite)) as tmp:
+        if cfg.report.enabled:
+            (tmp / "figures").mkdir()
+            for name, png in figs.items():
+                (tmp / "figures" / f"{name}.png").write_bytes(png)
+            (tmp / "report.html").write_text(html.render(payload, figs))
+        write_json_atomic(tmp / "metrics.json", _finite(payload))
+    for w in warnings:
+        log.warning(w)
+    print_summary(metrics)
+    print(
+        f"wrote {out_dir / 'metrics.json'}"
+        + (f" and {out_dir / 'report.html'}" if cfg.report.enabled else "")
+    )
+    return payload
+
+
+def _utility(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, metrics: dict) -> list:
+    u = cfg.utility
+    res, warnings = tstr(
+        inp.real,
+        inp.synthetic,
+        inp.holdout,
+        [str(t) for t in u.targets],
+        boot,
+        min_class=int(u.min_class),
+        C=float(u.C),
+        max_iter=int(u.max_iter),
+    )
+    metrics.update(_prefixed("utility", res))
+    return warnings
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/inf: map them to null."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Privacy evaluation: patient vectors, exact blocked nearest neighbours, and attacks built on them."""

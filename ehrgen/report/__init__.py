@@ -1,0 +1,1 @@
+"""Evaluation report: matplotlib figures and the self-contained HTML page."""

@@ -1,0 +1,280 @@
+"""Stage 2 of hierarchical generation: expand generated ICD-9 categories into specific codes.
+
+Stage 1 is the ordinary :class:`~ehrgen.sampling.sampler.Sampler` over category tokens (one
+category at most once per visit). Stage 2 turns every (visit, category) into codes of that
+category, vectorised over a whole batch:
+
+- how many: drawn from the train split's distribution of "codes of this category in one visit"
+  (per category; a category never seen in a visit falls back to the pooled distribution), capped
+  by the number of codes the patient may carry;
+- which: weighted sampling without replacement (Efraimidis-Spirakis keys ``log(u) / w``) with
+  ``w(code) = count(code | sex, age band) + prior * share(code | category)``: the train frequency
+  of the code among patients of the same sex and age band, smoothed towards its share of the
+  category over all patients; codes the validity rules forbid for the patient get ``w = 0``.
+
+Codes of one category are distinct and categories inside a visit are distinct, so visits never
+repeat a code. What stage 2 needs from the training cohort is a plain dict of aggregate counts
+(:func:`expansion_stats`), small enough to ride in the checkpoint; it holds no patient rows.
+Random draws are counter-based on (seed, patient index, item), like stage 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from ehrgen.data.cohort import Cohort, stable_hash
+from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, rule_membership
+from ehrgen.data.vocab import EOS, VISIT_START, HierarchicalTokenizer
+from ehrgen.errors import InputError
+from ehrgen.sampling.sampler import _offsets, counter_uniforms, patient_keys
+
+STATS_VERSION = 1
+DEFAULT_AGE_EDGES: tuple[float, ...] = (1.0, 18.0, 45.0, 65.0)  # bands <1, 1-17, 18-44, 45-64, 65+
+_EXPANSION_STREAM = 2
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _strata_expr(age_edges: Sequence[float]) -> pl.Expr:
+    band = pl.sum_horizontal([(pl.col("age") >= float(e)).cast(pl.Int64) for e in age_edges])
+    return (pl.col("sex").cast(pl.Int64) * (len(age_edges) + 1) + band).alias("stratum")
+
+
+def strata(age: np.ndarray, sex: np.ndarray, age_edges: Sequence[float]) -> np.ndarray:
+    """Stratum ``sex * n_bands + age band`` of each patient (numpy twin of the polars expression)."""
+    band = np.searchsorted(np.asarray(age_edges, dtype=np.float64), np.asarray(age, np.float64), side="right")
+    return np.asarray(sex, dtype=np.int64) * (len(age_edges) + 1) + band
+
+
+def expansion_stats(
+    cohort: Cohort | str | os.PathLike,
+    tokenizer: HierarchicalTokenizer,
+    age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
+    split: str = "train",
+) -> dict[str, Any]:
+    """Aggregate counts stage 2 samples from, as plain lists (checkpoint-safe).
+
+    ``code_counts``: occurrences of each vocabulary code per (sex, age band) stratum;
+    ``per_visit``: how many visits hold ``n`` codes of a category (only vocabulary codes count).
+    """
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+    edges = [float(e) for e in age_edges]
+    if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise InputError(f"expansion age_edges must increase, got {edges}")
+    lo = tokenizer.code_offset
+    vocab = pl.DataFrame(
+        {
+            "code": tokenizer.codes,
+            "code_idx": np.arange(len(tokenizer.codes), dtype=np.int64),
+            "cat_idx": tokenizer.code_to_category[lo:] - tokenizer.category_offset,
+        }
+    )
+    events = (
+        cohort.scan(split)
+        .select("sex", "age", "visits")
+        .explode("visits")
+        .with_row_index("visit")
+        .select(_strata_expr(edges), "visit", pl.col("visits").struct.field("codes").alias("code"))
+        .explode("code")
+        .join(vocab.lazy(), on="code", how="inner")
+        .collect()
+    )
+    codes = events.group_by("stratum", "code_idx").len().sort("stratum", "code_idx")
+    per_visit = (
+        events.group_by("visit", "cat_idx")
+        .len("n")
+        .group_by("cat_idx", "n")
+        .len("count")
+        .sort("cat_idx", "n")
+    )
+    return {
+        "version": STATS_VERSION,
+        "categories": list(tokenizer.categories),
+        "codes": list(tokenizer.codes),
+        "age_edges": edges,
+        "code_counts": {
+            "stratum": codes["stratum"].to_list(),
+            "code": codes["code_idx"].to_list(),
+            "count": codes["len"].to_list(),
+        },
+        "per_visit": {
+            "category": per_visit["cat_idx"].to_list(),
+            "n": per_visit["n"].to_list(),
+            "count": per_visit["count"].to_list(),
+        },
+    }
+
+
+class GivenCodes(NamedTuple):
+    """Real codes behind the forced category prefixes of a batch (conditional generation).
+
+    ``codes``: each patient's code-level token sequence (``HierarchicalTokenizer.encode_codes``);
+    ``prefix_len``: tokens of the category-level prefix; ``dropped_visits``: oldest visits cut
+    from the category sequence before the prefix was taken (``truncate_oldest``).
+    """
+
+    codes: list[np.ndarray]
+    prefix_len: np.ndarray
+    dropped_visits: np.ndarray
+
+
+class CodeExpander:
+    """Category-level sequences -> visits of specific codes (see the module docstring)."""
+
+    def __init__(
+        self,
+        tokenizer: HierarchicalTokenizer,
+        stats: dict[str, Any],
+        prior: float = 1.0,
+        rules: Sequence[ValidityRule] = VALIDITY_RULES,
+    ) -> None:
+        if not isinstance(stats, dict) or stats.get("version") != STATS_VERSION:
+            raise InputError(f"expansion statistics: expected a dict with version {STATS_VERSION}")
+        if stats["categories"] != list(tokenizer.categories) or stats["codes"] != list(tokenizer.codes):
+            raise InputError(
+                "expansion statistics were computed for another vocabulary than the checkpoint's tokenizer"
+            )
+        if prior < 0:
+            raise InputError(f"hierarchical.prior must be >= 0, got {prior}")
+        self.tokenizer = tokenizer
+        self.age_edges = [float(e) for e in stats["age_edges"]]
+        n_strata = 2 * (len(self.age_edges) + 1)
+        n_cat, n_codes = len(tokenizer.categories), len(tokenizer.codes)
+        self.cat_lo, self.code_lo = tokenizer.category_offset, tokenizer.code_offset
+
+        cc = stats["code_counts"]
+        counts = np.zeros((n_strata, n_codes), dtype=np.float64)
+        np.add.at(
+            counts, (np.asarray(cc["stratum"], np.int64), np.asarray(cc["code"], np.int64)), cc["count"]
+        )
+        cat_of_code = tokenizer.code_to_category[self.code_lo :] - self.cat_lo
+        overall = counts.sum(0) + 1e-3  # every vocabulary code stays possible
+        share = overall / np.bincount(cat_of_code, weights=overall, minlength=n_cat)[cat_of_code]
+        self.weights = counts + float(prior) * share[None, :]
+
+        sizes = np.bincount(cat_of_code, minlength=n_cat)
+        self.item_ok = sizes > 0  # a category without vocabulary codes cannot be expanded
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # codes are contiguous per category
+        kmax = max(int(sizes.max()) if n_cat else 1, 1)
+        offsets = np.arange(kmax)
+        self.cand_valid = offsets[None, :] < sizes[:, None]  # [n_cat, kmax]
+        self.candidates = np.where(self.cand_valid, starts[:, None] + offsets[None, :], 0)
+
+        pv = stats["per_visit"]
+        hist = np.zeros((n_cat, kmax), dtype=np.float64)
+        n_idx = np.clip(np.asarray(pv["n"], np.int64), 1, kmax) - 1
+        np.add.at(hist, (np.asarray(pv["category"], np.int64), n_idx), pv["count"])
+        pooled = hist.sum(0) if hist.sum() > 0 else np.eye(1, kmax).ravel()
+        hist = np.where(hist.sum(1, keepdims=True) > 0, hist, pooled[None, :])
+        self.n_cdf = np.cumsum(hist / hist.sum(1, keepdims=True), axis=1)
+
+        self.rules = tuple(rules)
+        self.membership = rule_membership(tokenizer.codes, self.rules)  # [R, n_codes]
+        self._codes_arrow = pa.array(tokenizer.codes, type=pa.string())
+
+    @classmethod
+    def from_cohort(
+        cls,
+        cohort: Cohort | str | os.PathLike,
+        tokenizer: HierarchicalTokenizer,
+        age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
+        prior: float = 1.0,
+    ) -> CodeExpander:
+        """Statistics computed from the train split of ``cohort`` (when the checkpoint lacks them)."""
+        return cls(tokenizer, expansion_stats(cohort, tokenizer, age_edges), prior)
+
+    def expand(
+        self,
+        tokens: np.ndarray,
+        age: np.ndarray,
+        sex: np.ndarray,
+        index: np.ndarray,
+        seed: int,
+        validity: bool = True,
+        given: GivenCodes | None = None,
+    ) -> pa.ListArray:
+        """Category sequences ``[B, L]`` -> ``list<list<string>>`` code visits, one row per patient.
+
+        ``given`` (conditional generation): the categories inside each patient's forced prefix
+        take the patient's real codes of that category and visit instead of drawn ones.
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        n, width = tokens.shape
+        ended = tokens == EOS
+        stop = np.where(ended.any(1), ended.argmax(1), width)
+        valid = np.arange(width)[None, :] < stop[:, None]
+        opens = (tokens == VISIT_START) & valid
+        is_cat = (tokens >= self.cat_lo) & (tokens < self.code_lo) & valid
+        row, col = np.nonzero(is_cat)
+        cat = tokens[is_cat] - self.cat_lo
+        visit_of = np.cumsum(opens.ravel())[is_cat.ravel()] - 1
+        n_items = is_cat.sum(1)
+        ordinal = np.arange(len(row)) - np.repeat(np.cumsum(n_items) - n_items, n_items)
+
+        keys = patient_keys(np.asarray(index, dtype=np.int64), seed, _EXPANSION_STREAM)
+        with np.errstate(over="ignore"):
+            item_keys = stable_hash(keys[row] ^ (ordinal.astype(np.uint64) * _GOLDEN), 0)
+        kmax = self.candidates.shape[1]
+        u = counter_uniforms(item_keys, kmax + 1)  # column 0: how many; 1..: which
+
+        cand = self.candidates[cat]  # [M, kmax]
+        w = self.weights[strata(age, sex, self.age_edges)[row][:, None], cand] * self.cand_valid[cat]
+        if validity:
+            sex_arr = np.asarray(sex)
+            for rule, member in zip(self.rules, self.membership, strict=True):
+                forbidden = ~rule.allows(sex_arr, np.asarray(age, dtype=np.float64))  # [B]
+                w[forbidden[row][:, None] & member[cand]] = 0.0
+        howmany = 1 + (self.n_cdf[cat] <= u[:, :1]).sum(1)
+        howmany = np.minimum(howmany, (w > 0).sum(1))
+        is_given = np.zeros(len(row), dtype=bool) if given is None else col < given.prefix_len[row]
+        howmany[is_given] = 0
+        with np.errstate(divide="ignore"):
+            key = np.where(w > 0, np.log(np.maximum(u[:, 1:], 1e-300)) / w, -np.inf)
+        order = np.argsort(-key, axis=1, kind="stable")
+        take = np.arange(kmax)[None, :] < howmany[:, None]
+        chosen = np.take_along_axis(cand, order, axis=1)[take]  # items in order, codes by draw
+        item_of = np.repeat(np.arange(len(row)), howmany)
+        if given is not None and is_given.any():
+            real_item, real_code = self._given_codes(
+                given, row, visit_of - (np.cumsum(opens.sum(1)) - opens.sum(1))[row], cat, is_given
+            )
+            item_of = np.concatenate([item_of, real_item])
+            chosen = np.concatenate([chosen, real_code])
+            order = np.argsort(item_of, kind="stable")  # items in sequence order, codes in source order
+            item_of, chosen = item_of[order], chosen[order]
+
+        codes_per_visit = np.bincount(visit_of[item_of], minlength=int(opens.sum())).astype(np.int64)
+        inner = pa.ListArray.from_arrays(_offsets(codes_per_visit), self._codes_arrow.take(pa.array(chosen)))
+        return pa.ListArray.from_arrays(_offsets(opens.sum(1)), inner)
+
+    def _given_codes(
+        self, given: GivenCodes, row: np.ndarray, visit: np.ndarray, cat: np.ndarray, is_given: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item, code index) of the real codes that fill the given items, matched on (patient, visit, category)."""
+        lengths = np.array([len(s) for s in given.codes], dtype=np.int64)
+        seq = np.concatenate(given.codes) if len(given.codes) else np.zeros(0, np.int64)
+        seq_row = np.repeat(np.arange(len(given.codes)), lengths)
+        opens = seq == VISIT_START
+        starts = np.cumsum(lengths) - lengths
+        visits_before = np.cumsum(opens) - opens  # exclusive count over the whole batch
+        local_visit = np.cumsum(opens) - 1 - visits_before[starts][seq_row] - given.dropped_visits[seq_row]
+        is_code = (seq >= self.code_lo) & (local_visit >= 0)
+        code_cat = self.tokenizer.code_to_category[np.where(is_code, seq, 0)] - self.cat_lo
+        n_vis = int(max(local_visit.max(initial=0), visit.max(initial=0))) + 1
+        n_cat = len(self.tokenizer.categories)
+
+        def cell(r: np.ndarray, v: np.ndarray, c: np.ndarray) -> np.ndarray:
+            return (r * n_vis + v) * n_cat + c
+
+        items = np.flatnonzero(is_given)
+        item_cells = cell(row[items], visit[items], cat[items])
+        sort = np.argsort(item_cells, kind="stable")
+        code_cells = cell(seq_row[is_code], local_visit[is_code], code_cat[is_code])
+        pos = np.clip(np.searchsorted(item_cells[sort], code_cells), 0, max(len(items) - 1, 0))
+        hit = (item_cells[sort][pos] == code_cells) if len(items) else np.zeros(len(code_cells), dtype=bool)
+        return items[sort][pos][hit], (seq[is_code] - self.code_lo)[hit]

@@ -16,3 +16,15 @@ def config_dir() -> str:
 
 
 CONFIG_DIR = config_dir()
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """Compose ``conf/<config_name>.yaml`` with overrides, inside or outside a running Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))

@@ -30,6 +30,7 @@ from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
 from ehrgen.data.cohort import write_json_atomic
 from ehrgen.data.vocab import build_tokenizer
+from ehrgen.examples import log_examples, synthetic_examples
 from ehrgen.module import PromptBartModule
 from ehrgen.prepare import ensure_cohort
 
@@ -119,6 +120,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     if trainer.is_global_zero:
+        ckpt = best or summary["last_checkpoint"]
+        n_examples = int(cfg.get("examples", 0))
+        if ckpt and n_examples > 0:
+            examples = synthetic_examples(
+                ckpt, run_dir / "examples", n_examples, seed=int(cfg.get("seed") or 0)
+            )
+            summary["examples"] = examples
+            log_examples(loggers, examples)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "summary.json", summary)
     for lg in loggers:
@@ -139,7 +148,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for i, patient in enumerate(summary.get("examples", []), 1):
         print(f"\nsynthetic patient {i}: {patient['sex']}, age {patient['age']:.0f}")
         for j, visit in enumerate(patient["visits"], 1):
-            print(f"  visit {j}: " + "; ".join(visit))
+            more = f"; ... (+{len(visit) - 6} more)" if len(visit) > 6 else ""
+            print(f"  visit {j}: " + "; ".join(visit[:6]) + more)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

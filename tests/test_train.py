@@ -18,6 +18,7 @@ from ehrgen.module import PromptBartModule
 from ehrgen.train import run
 
 TINY = [
+    "examples=0",
     "model/size=tiny",
     "model.warmup_steps=2",
     "model.lr=1e-3",
@@ -153,7 +154,8 @@ def test_missing_cohort_dir_is_prepared_and_bad_ckpt_path_errors(compose_cfg, tm
 
 
 def test_main_job_smoke_subprocess(tmp_path: Path) -> None:
-    result = _train_subprocess(tmp_path, ["data.n_patients=150", "trainer.max_epochs=1"])
+    result = _train_subprocess(tmp_path, ["data.n_patients=150", "trainer.max_epochs=1", "examples=2"])
     assert "best checkpoint:" in result.stdout
+    assert "synthetic patient 1:" in result.stdout and "visit 1:" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1])["val/loss"] > 0
     assert (tmp_path / "run" / "summary.json").is_file()

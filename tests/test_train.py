@@ -81,7 +81,7 @@ def test_loss_goes_down_on_simulator(compose_cfg) -> None:
     )
     losses = _metrics_csv(summary["run_dir"]).drop_nulls("train/loss")["train/loss"].to_list()
     assert len(losses) >= 20
-    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5  # from ~ln(V) at init
 
 
 def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path) -> None:

@@ -196,6 +196,26 @@ def load_cooccurrence(cohort_path: Path) -> sp.csr_matrix:
     return sp.load_npz(Path(cohort_path) / "metadata" / COOCCURRENCE_FILE).tocsr()
 
 
+def layout_metadata(
+    shard_size: int, row_group_size: int, rows_per_file: dict[str, list[int]], cooc: sp.spmatrix
+) -> dict[str, Any]:
+    """The ``shards``, ``age`` and ``cooccurrence`` sections of cohort.json (real or synthetic)."""
+    return {
+        "shards": {
+            "patients_per_file": shard_size,
+            "row_group_size": row_group_size,
+            "rows_per_file": rows_per_file,
+        },
+        "age": {"unit": "years at first visit", "clamp_above": AGE_CLAMP_ABOVE, "clamped_to": AGE_CLAMP_TO},
+        "cooccurrence": {
+            "file": f"metadata/{COOCCURRENCE_FILE}",
+            "split": "train",
+            "level": "visit",
+            "nnz": int(cooc.nnz),
+        },
+    }
+
+
 def build_cohort(
     tables: SourceTables,
     out_dir: Path,
@@ -247,14 +267,7 @@ def build_cohort(
             "fractions": list(split_fractions),
             "method": "splitmix64(subject_id, seed)",
         },
-        shards={"patients_per_file": shard_size, "row_group_size": row_group_size, "rows_per_file": files},
-        age={"unit": "years at first visit", "clamp_above": AGE_CLAMP_ABOVE, "clamped_to": AGE_CLAMP_TO},
-        cooccurrence={
-            "file": f"metadata/{COOCCURRENCE_FILE}",
-            "split": "train",
-            "level": "visit",
-            "nnz": int(cooc.nnz),
-        },
+        **layout_metadata(shard_size, row_group_size, files, cooc),
         info=tables.info,
         **(extra_meta or {}),
     )

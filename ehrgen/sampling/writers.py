@@ -35,6 +35,7 @@ from ehrgen.data.build import (
     COOCCURRENCE_FILE,
     code_table,
     cooccurrence_matrix,
+    layout_metadata,
 )
 from ehrgen.data.codes import category_expr, display_code
 from ehrgen.data.cohort import (
@@ -340,18 +341,7 @@ class SyntheticCohortWriter:
                 "seed": None,  # not hashed: every patient is in `assigned`
                 "fractions": [float(s == self.split) for s in SPLITS],
             },
-            shards={
-                "patients_per_file": self.shard_size,
-                "row_group_size": self.row_group_size,
-                "rows_per_file": rows_per_file,
-            },
-            age={"unit": "years at first visit", "clamp_above": AGE_CLAMP_ABOVE, "clamped_to": AGE_CLAMP_TO},
-            cooccurrence={
-                "file": f"metadata/{COOCCURRENCE_FILE}",
-                "split": "train",
-                "level": "visit",
-                "nnz": int(cooc.nnz),
-            },
+            **layout_metadata(self.shard_size, self.row_group_size, rows_per_file, cooc),
             subject_ids={
                 "id_offset": self.id_offset,
                 "first_index": self.first_index,

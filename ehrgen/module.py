@@ -56,6 +56,21 @@ def vocab_layout(tokenizer: Tokenizer | Mapping[str, Any]) -> VocabLayout:
     return VocabLayout(vocab_size=hi, token_offset=lo, n_tokens=hi - lo)
 
 
+def warmup_length(warmup_steps: int, warmup_fraction: float | None, total: float | None) -> int:
+    """Warmup steps: ``warmup_steps``, capped at ``warmup_fraction`` of the run's total steps.
+
+    The cap keeps short runs (a few hundred steps) from ending before the warmup does. ``None``
+    for the fraction, or an unknown/infinite total, leaves ``warmup_steps`` as is.
+    """
+    if warmup_steps < 0:
+        raise InputError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_fraction is None or total is None or not math.isfinite(total):
+        return int(warmup_steps)
+    if not 0.0 <= warmup_fraction <= 1.0:
+        raise InputError(f"model.warmup_fraction must be in [0, 1] or null, got {warmup_fraction}")
+    return min(int(warmup_steps), int(warmup_fraction * total))
+
+
 def warmup_linear_decay(step: int, warmup: int, total: float | None) -> float:
     """LR factor: linear warmup over ``warmup`` steps, then linear decay to 0 at ``total`` (None/inf: flat)."""
     if step < warmup:
@@ -251,8 +266,11 @@ class PromptBartModule(LightningModule):
             "weight_decay": self.cfg.get("weight_decay", 0.01),
         }
         optimizer = instantiate(opt_cfg)([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        warmup = int(self.cfg.get("warmup_steps", 1000))
         total = float(self.trainer.estimated_stepping_batches)
+        fraction = self.cfg.get("warmup_fraction", 0.1)
+        warmup = warmup_length(
+            int(self.cfg.get("warmup_steps", 1000)), None if fraction is None else float(fraction), total
+        )
         scheduler = LambdaLR(optimizer, lambda step: warmup_linear_decay(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

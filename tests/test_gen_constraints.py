@@ -166,8 +166,10 @@ def test_state_rows_can_be_gathered() -> None:
     c.update(state, torch.tensor([VISIT_START, VISIT_START, VISIT_START]))
     c.update(state, torch.tensor([LO, LO + 1, LO + 2]))
     sub = state.index(torch.tensor([2, 0]))
-    assert sub.used[0, 2] and sub.used[1, 0] and sub.used.sum() == 2
+    used = sub.blocked & ~sub.forbidden
+    assert used[0, 2] and used[1, 0] and used.sum() == 2
     assert torch.equal(sub.forbidden, state.forbidden[[2, 0]])
+    assert bool((sub.blocked >= sub.forbidden).all())
     assert sub.n_tokens.tolist() == [3, 3]
 
 

@@ -18,6 +18,7 @@ from ehrgen.models.losses import (
     cooc_to_tensors,
     cooccurrence_loss,
     frequent_pairs,
+    lm_and_cooccurrence_loss,
     lm_loss,
     sex_loss,
 )
@@ -133,6 +134,7 @@ def test_combined_loss_weights_and_cooc_shape_check() -> None:
     }
     loss_fn = PromptBartLoss(OFFSET, w_age=0.5, w_sex=0.25, w_cooc=2.0, tau=5, cooc=COUNTS, n_tokens=3)
     terms = loss_fn(out, batch)
+    assert torch.equal(terms["lm"], lm_loss(logits, labels))  # fused with cooc, bit for bit
     assert terms["age"].item() == pytest.approx(0.04, rel=1e-5)
     assert terms["sex"].item() == pytest.approx(math.log(2), rel=1e-6)
     assert terms["cooc"].item() == pytest.approx(5.5 / 102, rel=1e-6)
@@ -141,3 +143,139 @@ def test_combined_loss_weights_and_cooc_shape_check() -> None:
     assert PromptBartLoss(OFFSET)(out, batch)["cooc"].item() == 0.0  # no matrix: term off
     with pytest.raises(InputError, match="code tokens"):
         PromptBartLoss(OFFSET, cooc=COUNTS, n_tokens=4)
+
+
+# ----------------------------------------------------------------------------- against the dense reference
+
+
+def _reference_cooccurrence_loss(logits, ids, frequent, offset, position_mask=None, v_start=4, v_end=5):
+    """The original O(nnz(F) x positions) implementation: an ``[B, L, L]`` context mask and P F^T."""
+    n_codes, length = frequent.shape[0], ids.shape[1]
+    is_code = (ids >= offset) & (ids < offset + n_codes)
+    visit = (ids == v_start).cumsum(1)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    context = causal & (visit[:, :, None] == visit[:, None, :]) & is_code[:, None, :]
+    positions = torch.arange(length).expand_as(ids)
+    last_start = torch.where(ids == v_start, positions, -1).cummax(1).values
+    last_end = torch.where(ids == v_end, positions, -1).cummax(1).values
+    context &= (last_start > last_end)[:, :, None]
+    use = context.any(-1)
+    if position_mask is not None:
+        use &= position_mask.bool()
+    rows = use.flatten().nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return logits.sum() * 0.0
+    context = context.flatten(0, 1)[rows]
+    probs = logits.flatten(0, 1)[rows].softmax(-1)[:, offset : offset + n_codes]
+    q = (frequent.to(probs.dtype) @ probs.T.contiguous()).T
+    q_ctx = q.gather(1, (ids - offset).clamp(0, n_codes - 1)[rows // length])
+    return (probs.sum(-1) - (q_ctx * context).sum(-1) / context.sum(-1)).mean()
+
+
+def _random_case(seed: int, batch: int = 5, length: int = 40, n_codes: int = 30, extra: int = 3):
+    """Random ids with visit resets, stray tokens, repeats, padding, and a random count matrix.
+
+    ``extra`` ids past the code range (the hierarchical vocabulary's codes beyond the categories,
+    say) must be ignored like specials.
+    """
+    g = torch.Generator().manual_seed(seed)
+    vocab = OFFSET + n_codes + extra
+    # Mostly codes, with <v>, <\v>, <unk>/<mask>, </s> mixed in anywhere (also orphan <\v> and
+    # codes outside any visit), then right padding.
+    choice = torch.rand(batch, length, generator=g)
+    ids = torch.randint(OFFSET, vocab, (batch, length), generator=g)
+    ids = torch.where(choice < 0.15, 4, ids)
+    ids = torch.where((choice >= 0.15) & (choice < 0.25), 5, ids)
+    ids = torch.where((choice >= 0.25) & (choice < 0.28), 3, ids)
+    ids[:, 0] = 0
+    lengths = torch.randint(length // 3, length + 1, (batch,), generator=g)
+    ids[torch.arange(length)[None, :] >= lengths[:, None]] = 1
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rng.uniform(0, 8, size=(n_codes, 1)), size=(n_codes, n_codes))
+    counts = np.triu(counts, 1)
+    logits = torch.randn(batch, length, vocab, generator=g, dtype=torch.float64) * 3
+    return logits, ids, sp.csr_matrix(counts + counts.T)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cooccurrence_loss_matches_dense_reference(seed: int) -> None:
+    logits, ids, counts = _random_case(seed)
+    frequent = frequent_pairs(counts, 5, torch.float64)
+    mask = (ids != 1) & (torch.rand(ids.shape, generator=torch.Generator().manual_seed(seed)) < 0.8)
+    for position_mask in (None, ids != 1, mask):
+        x = logits.clone().requires_grad_()
+        y = logits.clone().requires_grad_()
+        got = cooccurrence_loss(x, ids, frequent, OFFSET, position_mask)
+        want = _reference_cooccurrence_loss(y, ids, frequent, OFFSET, position_mask)
+        assert want.item() > 0
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+        got.backward()
+        want.backward()
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_cooccurrence_loss_float32_chunked_and_any_layout_match() -> None:
+    logits, ids, counts = _random_case(7, batch=4, length=64, n_codes=50)
+    frequent = frequent_pairs(counts, 3)
+    want = _reference_cooccurrence_loss(logits.float(), ids, frequent, OFFSET, ids != 1)
+    # Tiny chunks (one code row per chunk and less) must give the same counts as one pass.
+    for chunk in (1, 7, 1 << 21):
+        got = cooccurrence_loss(logits.float(), ids, frequent, OFFSET, ids != 1, chunk_elements=chunk)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    dense = cooccurrence_loss(logits.float(), ids, frequent.to_dense(), OFFSET, ids != 1)
+    torch.testing.assert_close(dense, want, rtol=1e-5, atol=1e-7)
+
+
+def test_cooccurrence_loss_gradcheck_random_with_resets() -> None:
+    logits, ids, counts = _random_case(3, batch=2, length=12, n_codes=6, extra=0)
+    frequent = frequent_pairs(counts, 4, torch.float64)
+    x = logits.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t: cooccurrence_loss(t, ids, frequent, OFFSET, ids != 1), (x,), fast_mode=True
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lm_and_cooccurrence_loss_fused_matches_separate_terms(seed: int) -> None:
+    logits, ids, counts = _random_case(seed)
+    frequent = frequent_pairs(counts, 5, torch.float64)
+    labels = torch.cat([ids[:, 1:], torch.full((ids.shape[0], 1), 1)], 1)
+    labels = labels.masked_fill(labels == 1, -100)
+    x = logits.clone().requires_grad_()
+    y = logits.clone().requires_grad_()
+    lm, cooc = lm_and_cooccurrence_loss(x, labels, ids, frequent, OFFSET, labels != -100)
+    want_lm = lm_loss(y, labels)
+    want_cooc = _reference_cooccurrence_loss(y, ids, frequent, OFFSET, labels != -100)
+    assert torch.equal(lm, want_lm)  # the LM term is the very same computation
+    torch.testing.assert_close(cooc, want_cooc, rtol=1e-12, atol=1e-14)
+    (lm + 0.3 * cooc).backward()
+    (want_lm + 0.3 * want_cooc).backward()
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_lm_and_cooccurrence_loss_gradcheck_and_no_context() -> None:
+    logits, ids, counts = _random_case(4, batch=2, length=10, n_codes=5, extra=0)
+    frequent = frequent_pairs(counts, 4, torch.float64)
+    labels = torch.cat([ids[:, 1:], torch.full((2, 1), 2)], 1).masked_fill(ids == 1, -100)
+    x = logits.clone().requires_grad_()
+
+    def both(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return lm_and_cooccurrence_loss(t, labels, ids, frequent, OFFSET, labels != -100)
+
+    assert torch.autograd.gradcheck(both, (x,), fast_mode=True)
+    # Without any visit context the regulariser is 0 and the LM term is unchanged.
+    flat_ids = torch.tensor([[0, 4, 5, 2]])
+    logits = torch.randn(1, 4, 10, requires_grad=True)
+    lm, cooc = lm_and_cooccurrence_loss(
+        logits, torch.tensor([[4, 5, 2, -100]]), flat_ids, _frequent(5), OFFSET
+    )
+    assert cooc.item() == 0.0 and torch.equal(lm, lm_loss(logits, torch.tensor([[4, 5, 2, -100]])))
+
+
+def test_blocked_in_place_cumsum_matches_torch() -> None:
+    from ehrgen.models.losses import _cumsum_rows_
+
+    x = torch.randint(-3, 4, (48, 5)).float()
+    want = x.cumsum(0)
+    got = _cumsum_rows_(x.clone(), block=16)
+    assert torch.equal(got, want)

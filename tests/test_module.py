@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from ehrgen.module import (
     half_prefix_length,
     mask_spans,
     vocab_layout,
+    warmup_length,
     warmup_linear_decay,
 )
 
@@ -95,7 +97,9 @@ def trained(
 ) -> tuple[PromptBartModule, Trainer, ListDataModule, Path]:
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("fit")
-    module = PromptBartModule(model_config(["model.warmup_steps=10"]), TOKENIZER, cooc_matrix())
+    # No fractional cap here: the schedule test below checks a plain 10-step warmup.
+    overrides = ["model.warmup_steps=10", "model.warmup_fraction=null"]
+    module = PromptBartModule(model_config(overrides), TOKENIZER, cooc_matrix())
     data = ListDataModule([make_batch(seed=s) for s in range(3)], [make_batch(seed=10 + s) for s in range(2)])
     trainer = Trainer(
         max_steps=3,
@@ -138,6 +142,32 @@ def test_optimizer_groups_and_schedule(trained: tuple) -> None:
     assert warmup_linear_decay(55, 10, 100) == pytest.approx(0.5)
     assert warmup_linear_decay(100, 10, 100) == 0.0
     assert warmup_linear_decay(10**6, 10, math.inf) == 1.0
+
+
+def test_warmup_length_caps_short_runs() -> None:
+    assert warmup_length(1000, 0.1, 300) == 30  # a short run leaves warmup after 10%
+    assert warmup_length(1000, 0.1, 10**6) == 1000  # a long one keeps warmup_steps
+    assert warmup_length(1000, None, 300) == 1000
+    assert warmup_length(1000, 0.1, math.inf) == 1000  # unknown length: no cap
+    assert warmup_length(1000, 0.0, 300) == 0
+    with pytest.raises(InputError, match="warmup_fraction"):
+        warmup_length(10, 1.5, 100)
+    with pytest.raises(InputError, match="warmup_steps"):
+        warmup_length(-1, 0.1, 100)
+
+
+def test_default_config_schedule_leaves_warmup_on_short_runs() -> None:
+    cfg = model_config()
+    assert cfg.warmup_steps == 1000 and cfg.warmup_fraction == pytest.approx(0.1)
+    module = PromptBartModule(cfg, TOKENIZER)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=200)  # what configure_optimizers reads
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    factor = scheduler.lr_lambdas[0]
+    # warmup = min(1000, 0.1 * 200) = 20 steps, then linear decay to 0 at step 200
+    assert factor(0) == pytest.approx(1 / 20)
+    assert factor(19) == pytest.approx(1.0)
+    assert factor(110) == pytest.approx(0.5)
+    assert factor(200) == 0.0
 
 
 def test_checkpoint_round_trip_weights_only(trained: tuple) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -106,6 +107,12 @@ def cooc_from_tensors(payload: Mapping[str, object]) -> sp.csr_matrix:
     return sp.csr_matrix((values, (idx[0], idx[1])), shape=tuple(payload["shape"]))  # type: ignore[arg-type]
 
 
+# Elements (code token x frequent partner) expanded at once; ~30 bytes each while in flight.
+PARTNER_CHUNK_ELEMENTS = 1 << 21
+# Rows per block of the blocked in-place cumulative sum over positions.
+CUMSUM_BLOCK = 16
+
+
 def cooccurrence_loss(
     logits: Tensor,
     decoder_input_ids: Tensor,
@@ -114,59 +121,273 @@ def cooccurrence_loss(
     position_mask: Tensor | None = None,
     visit_start_id: int = VISIT_START_ID,
     visit_end_id: int = VISIT_END_ID,
+    *,
+    chunk_elements: int = PARTNER_CHUNK_ELEMENTS,
 ) -> Tensor:
     r"""Expected probability mass on rare partners of the codes already in the current visit.
 
     With ``C`` code tokens (ids ``token_offset .. token_offset + C - 1``), ``F`` the sparse ``C x C``
-    indicator of frequent pairs (:func:`frequent_pairs`), ``P_t`` the softmax over the full
+    0/1 indicator of frequent pairs (:func:`frequent_pairs`), ``P_t`` the softmax over the full
     vocabulary at decoder position ``t`` restricted to the code columns, and ``S_t`` the context:
     the code tokens of ``decoder_input_ids[:t+1]`` in the visit open at ``t`` (the running visit
-    resets at ``<v>``; positions from ``<\v>`` up to the next ``<v>`` have an empty context)::
+    resets at ``<v>``; positions from ``<\v>`` up to the next ``<v>`` have an empty context; a
+    repeated code counts once per occurrence)::
 
         rare_t(c) = sum_j P_t[j] (1 - F[c, j]) = m_t - (P_t F^T)[c],   m_t = sum_j P_t[j]
         loss      = mean_{t : |S_t| > 0, position_mask_t}  (1 / |S_t|) sum_{c in S_t} rare_t(c)
 
-    Vectorised over batch and positions: the ``[B, L, L]`` same-visit context mask selects the K
-    positions with context, ``Q = P F^T`` is one sparse matmul over those rows (``[K, C]``), and
-    ``Q[k, x_s]`` is gathered for every earlier position ``s``.
-    Used unchanged at category level for the hierarchical model (a category co-occurrence matrix,
-    ``token_offset`` = category offset). Returns 0 (with a graph) when no position has context.
+    How, without ``nnz(F) x positions`` work: ``sum_c (P_t F^T)[c] = P_t . N_t`` with
+    ``N_t[j] = #{c in S_t : F[c, j]}``, the frequent-partner counts of the context. ``N`` depends
+    only on the ids (:func:`_partner_counts`: each code token is expanded once by its CSR row of
+    ``F``, and a cumulative sum over positions, reset per visit, accumulates the rows), so the
+    loss is ``sum_t (m_t - P_t . N_t / |S_t|) / K``, K the positions used, with an analytic
+    gradient (:class:`_LmRareMass`). Cost: ``sum over code tokens of deg_F(code)`` scattered
+    elements plus a few passes over ``B*L x V`` arrays, the size of the logits.
+    Used unchanged at category level for the hierarchical model (a category co-occurrence
+    matrix, ``token_offset`` = category offset). Returns 0 (with a graph) when no position has
+    context.
     """
+    return _lm_and_rare_mass(
+        logits,
+        None,
+        decoder_input_ids,
+        frequent,
+        token_offset,
+        position_mask,
+        visit_start_id,
+        visit_end_id,
+        chunk_elements,
+    )[1]
+
+
+def lm_and_cooccurrence_loss(
+    logits: Tensor,
+    labels: Tensor,
+    decoder_input_ids: Tensor,
+    frequent: Tensor,
+    token_offset: int,
+    position_mask: Tensor | None = None,
+    visit_start_id: int = VISIT_START_ID,
+    visit_end_id: int = VISIT_END_ID,
+    *,
+    chunk_elements: int = PARTNER_CHUNK_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """``(lm_loss(logits, labels), cooccurrence_loss(logits, ...))`` from one softmax.
+
+    The same values (the LM term bit for bit), but the two terms share the ``[B*L, V]``
+    log-softmax and write one gradient for the logits instead of two that autograd then adds.
+    """
+    lm, cooc = _lm_and_rare_mass(
+        logits,
+        labels,
+        decoder_input_ids,
+        frequent,
+        token_offset,
+        position_mask,
+        visit_start_id,
+        visit_end_id,
+        chunk_elements,
+    )
+    assert lm is not None
+    return lm, cooc
+
+
+def _lm_and_rare_mass(
+    logits: Tensor,
+    labels: Tensor | None,
+    ids: Tensor,
+    frequent: Tensor,
+    token_offset: int,
+    position_mask: Tensor | None,
+    visit_start_id: int,
+    visit_end_id: int,
+    chunk_elements: int,
+) -> tuple[Tensor | None, Tensor]:
+    """Both terms (the LM one only with ``labels``) through :class:`_LmRareMass`."""
     n_codes = frequent.shape[0]
-    length = logits.shape[1]
-    ids = decoder_input_ids
+    context = _visit_context(ids, token_offset, n_codes, position_mask, visit_start_id, visit_end_id)
+    if context.n_used == 0:
+        return (None if labels is None else lm_loss(logits, labels)), logits.sum() * 0.0
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        flat = _at_least_fp32(logits.flatten(0, 1))
+        counts = _partner_counts(frequent, context, flat.dtype, chunk_elements)
+        used = context.size > 0
+        base = used.to(flat.dtype) / context.n_used  # 1/K on used positions
+        scale = base / context.size.clamp(min=1).to(flat.dtype)  # 1/(K |S_t|)
+        flat_labels = None if labels is None else labels.flatten()
+        lm, cooc = _LmRareMass.apply(flat, flat_labels, counts, base, scale, token_offset)
+    return (None if labels is None else lm), cooc
+
+
+class _LmRareMass(torch.autograd.Function):
+    """LM cross-entropy and ``sum_t base_t m_t - scale_t P_t . N_t``, with a hand-written gradient.
+
+    ``P = softmax(x)``, ``m_t`` its code mass, ``N`` the partner counts (code columns). Written out
+    so that the only ``[rows, V]`` arrays are the probabilities (saved) and the one gradient:
+    autograd would also materialise the weights, two products, a second softmax for the
+    cross-entropy and the sum of the two terms' gradients. Without labels the LM output is 0.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, labels: Tensor | None, counts: Tensor, base: Tensor, scale: Tensor, offset: int
+    ) -> tuple[Tensor, Tensor]:
+        if labels is None:
+            lm, probs = x.new_zeros(()), x.softmax(-1)
+        else:
+            log_probs = x.log_softmax(-1)
+            lm = F.nll_loss(log_probs, labels, ignore_index=IGNORE_INDEX)  # = F.cross_entropy(x, labels)
+            probs = log_probs.exp_()
+        codes = probs[:, offset : offset + counts.shape[1]]
+        mass = codes.sum(-1)
+        frequent_mass = torch.bmm(codes.unsqueeze(1), counts.unsqueeze(2)).view(-1)  # row-wise dot
+        per_row = base * mass - scale * frequent_mass  # also P . dCooc/dP, for the softmax backward
+        ctx.save_for_backward(probs, counts, base, scale, per_row, labels)
+        ctx.offset = offset
+        return lm, per_row.sum()
+
+    @staticmethod
+    def backward(ctx, grad_lm: Tensor, grad_cooc: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        probs, counts, base, scale, per_row, labels = ctx.saved_tensors
+        lo, hi = ctx.offset, ctx.offset + counts.shape[1]
+        # Through the softmax: dx = P * (dP - P . dP), with dP = lm_t - onehot * lm_t + cooc terms:
+        # lm_t = grad_lm / n_labels on labelled rows (cross-entropy), and for the regulariser
+        # dCooc/dP = base - scale * N on the code columns, 0 elsewhere. Each column block is
+        # written once, straight into the output; the one-hot part is a scatter at the end.
+        if labels is None:
+            lm_row = torch.zeros_like(per_row)
+        else:
+            labelled = labels != IGNORE_INDEX
+            lm_row = labelled.to(probs.dtype) * (grad_lm / labelled.sum().clamp(min=1))
+        shift = (lm_row - per_row * grad_cooc)[:, None]
+        out = torch.empty_like(probs)
+        torch.mul(probs[:, :lo], shift, out=out[:, :lo])
+        torch.mul(probs[:, hi:], shift, out=out[:, hi:])
+        code_grad = out[:, lo:hi]  # in-place passes: no [rows, C] temporaries
+        torch.mul(counts, (-scale * grad_cooc)[:, None], out=code_grad)
+        code_grad.add_(shift + (base * grad_cooc)[:, None]).mul_(probs[:, lo:hi])
+        if labels is not None:
+            rows = labelled.nonzero().squeeze(1)
+            out[rows, labels[rows]] -= lm_row[rows]
+        return out, None, None, None, None, None
+
+
+class _VisitContext(NamedTuple):
+    """Per flat position (``B * L``) of the decoder input: its context and its visit's code tokens."""
+
+    size: Tensor  # [B*L] |S_t| at used positions, 0 elsewhere
+    n_used: int  # K: positions with context (and inside position_mask)
+    code_pos: Tensor  # [M] flat positions of code tokens inside an open visit
+    code: Tensor  # [M] their code index (0 .. C-1)
+    close_pos: Tensor  # [M] flat position where that visit closes (B*L past the last one)
+
+
+def _visit_context(
+    ids: Tensor,
+    token_offset: int,
+    n_codes: int,
+    position_mask: Tensor | None,
+    visit_start_id: int,
+    visit_end_id: int,
+) -> _VisitContext:
+    """The context structure from running counts and cumulative maxima: no ``L x L`` mask.
+
+    An open position's context is the codes after its visit's ``<v>`` up to itself, so ``|S_t|``
+    is a difference of the running code count. A visit closes at its ``<\\v>``, at the next
+    ``<v>`` or at the end of the row, whichever comes first.
+    """
+    batch, length = ids.shape
     is_code = (ids >= token_offset) & (ids < token_offset + n_codes)
-    visit = (ids == visit_start_id).cumsum(1)
-    causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
-    # context[b, t, s]: position s holds a code of the visit still open at t (s <= t).
-    context = causal & (visit[:, :, None] == visit[:, None, :]) & is_code[:, None, :]
-    context &= _in_open_visit(ids, visit_start_id, visit_end_id)[:, :, None]
-    use = context.any(-1)
+    positions = torch.arange(length, device=ids.device).expand_as(ids)
+    is_start = ids == visit_start_id
+    last_start = torch.where(is_start, positions, -1).cummax(1).values
+    last_end = torch.where(ids == visit_end_id, positions, -1).cummax(1).values
+    is_open = last_start > last_end  # after a <v> whose <\v> has not been seen yet
+    row_start = torch.arange(batch, device=ids.device)[:, None] * length
+    code_count = is_code.flatten().cumsum(0).view(batch, length)  # inclusive, over the flat batch
+    count_at_start = code_count.flatten()[(row_start + last_start.clamp(min=0)).flatten()].view(batch, length)
+    size = torch.where(is_open, code_count - count_at_start, 0)
+    use = size > 0
     if position_mask is not None:
         use &= position_mask.bool()
-    # Only positions with context enter the matmul (markers and padding are skipped).
-    rows = use.flatten().nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return logits.sum() * 0.0
-    batch_of = rows // length
-    context = context.flatten(0, 1)[rows]  # [K, L]
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        selected = _at_least_fp32(logits.flatten(0, 1)[rows])  # [K, V]
-        probs = selected.softmax(-1)[:, token_offset : token_offset + n_codes]  # [K, C]
-        q = (frequent.to(probs.dtype) @ probs.T.contiguous()).T  # [K, C] = P F^T
-        # q_ctx[k, s] = (P_t F^T)[x_s]: frequent-partner mass of the code at position s.
-        code_idx = (ids - token_offset).clamp(0, n_codes - 1)
-        q_ctx = q.gather(1, code_idx[batch_of])
-        rare = probs.sum(-1) - (q_ctx * context).sum(-1) / context.sum(-1)
-        return rare.mean()
+    size = torch.where(use, size, 0).flatten()
+    # First position >= p that is not in p's visit: reversed running minimum of the breaks.
+    breaks = torch.where(~is_open | is_start, positions, length)
+    next_break = breaks.flip(1).cummin(1).values.flip(1) + row_start
+    in_visit = (is_code & is_open).flatten()
+    return _VisitContext(
+        size=size,
+        n_used=int(use.sum()),
+        code_pos=in_visit.nonzero().squeeze(1),
+        code=ids.flatten()[in_visit] - token_offset,
+        close_pos=next_break.flatten()[in_visit],
+    )
 
 
-def _in_open_visit(ids: Tensor, visit_start_id: int, visit_end_id: int) -> Tensor:
-    """True at positions after a ``<v>`` whose ``<\\v>`` has not been seen yet (inclusive cummax)."""
-    positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-    last_start = torch.where(ids == visit_start_id, positions, -1).cummax(1).values
-    last_end = torch.where(ids == visit_end_id, positions, -1).cummax(1).values
-    return last_start > last_end
+def _partner_counts(
+    frequent: Tensor, context: _VisitContext, dtype: torch.dtype, chunk_elements: int
+) -> Tensor:
+    """``N [B*L, C]``: at each position, how many codes of its visit so far have ``j`` as a partner.
+
+    Each code token is expanded by its CSR row of ``F`` (``repeat_interleave`` over the degrees,
+    gather of the column indices), in chunks of at most ``chunk_elements`` elements (plus one
+    row), and counted +1 at its position and -1 where its visit closes (spare rows catch visits
+    that run to the end of the batch), so a cumulative sum over positions gives ``N``. The counts
+    are small integers, exact in any float type and summation order. Positions outside every
+    open visit get zeros; masked positions inside a visit get its counts (the caller weights them
+    by 0).
+    """
+    if frequent.layout != torch.sparse_csr:
+        frequent = frequent.to_sparse_csr()
+    n_pos, n_codes = context.size.numel(), frequent.shape[1]
+    n_rows = -(-(n_pos + 1) // CUMSUM_BLOCK) * CUMSUM_BLOCK
+    crow, col, code = frequent.crow_indices(), frequent.col_indices(), context.code
+    degree = (crow[1:] - crow[:-1]).long()[code]
+    ends = degree.cumsum(0)
+    total = int(ends[-1]) if ends.numel() else 0
+    # int32 element indices when every index fits: the element arrays are the memory traffic.
+    index = torch.int32 if max(n_rows * n_codes, col.numel(), total) < 2**31 else torch.int64
+    crow, col = crow.to(index), col.to(index)
+    device = col.device
+    counts = torch.zeros(n_rows * n_codes, dtype=dtype, device=device)
+    n_chunks = -(-total // max(1, chunk_elements))
+    cuts = torch.searchsorted(ends, torch.arange(1, max(n_chunks, 1), device=device) * chunk_elements)
+    bounds = [0, *cuts.tolist(), code.numel()]
+    # Per code token: where its partners start in `col`, minus its first element's number (so
+    # element e reads col[shift + e]), and its +1 / -1 rows in `counts`.
+    shift = (crow[code] - (ends - degree)).to(index)
+    plus_at, minus_at = (context.code_pos * n_codes).to(index), (context.close_pos * n_codes).to(index)
+    one = torch.ones((), dtype=dtype, device=device)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        if hi <= lo:
+            continue
+        first = int(ends[lo - 1]) if lo else 0
+        size = int(ends[hi - 1]) - first
+        owner = torch.repeat_interleave(
+            torch.arange(lo, hi, device=device, dtype=index), degree[lo:hi], output_size=size
+        )
+        element = torch.arange(first, first + size, device=device, dtype=index)
+        partner = col[shift[owner] + element]
+        counts.index_add_(0, plus_at[owner].add_(partner), one.expand(size))
+        counts.index_add_(0, minus_at[owner].add_(partner), (-one).expand(size))
+    return _cumsum_rows_(counts.view(n_rows, n_codes))[:n_pos]
+
+
+def _cumsum_rows_(x: Tensor, block: int = CUMSUM_BLOCK) -> Tensor:
+    """In-place ``x.cumsum(0)`` for ``x [M, C]``, M a multiple of ``block``; returns ``x``.
+
+    torch's CPU cumsum over dim 0 walks each column with a stride of C and writes a new tensor
+    (3x the cost of a copy for wide rows). Here each block's first row first takes the sum of all
+    earlier blocks (an exclusive cumsum of the block totals), then a fixed ``block - 1`` steps
+    add row ``i - 1`` into row ``i`` of every block at once: one read pass and one in-place
+    read-write pass, with contiguous rows. Exact for integer-valued inputs (sums below 2^24).
+    """
+    blocks = x.view(-1, block, x.shape[1])
+    totals = blocks.sum(1)
+    blocks[1:, 0] += totals.cumsum(0)[:-1]
+    for i in range(1, block):
+        blocks[:, i] += blocks[:, i - 1]
+    return x
 
 
 # ----------------------------------------------------------------------------- the combined loss
@@ -209,8 +430,10 @@ class PromptBartLoss(nn.Module):
             )
         frequent = frequent_pairs(cooc, self.tau)
         device = self.frequent_col.device
-        self.frequent_crow = frequent.crow_indices().to(device)
-        self.frequent_col = frequent.col_indices().to(device)
+        # int32 indices when they fit: the co-occurrence loss gathers from them every step.
+        index = torch.int32 if frequent.col_indices().numel() < 2**31 else torch.int64
+        self.frequent_crow = frequent.crow_indices().to(device, index)
+        self.frequent_col = frequent.col_indices().to(device, index)
         self.n_codes = n
 
     def frequent(self) -> Tensor:
@@ -219,21 +442,24 @@ class PromptBartLoss(nn.Module):
 
     def forward(self, out: PromptBartOutput, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         labels = batch["labels"]
-        terms = {
-            "lm": lm_loss(out.logits, labels),
-            "age": age_loss(out.age_pred, batch["age"], labels, self.age_scale),
-            "sex": sex_loss(out.sex_logits, batch["sex"], labels),
-        }
         if self.n_codes and self.w_cooc:
-            terms["cooc"] = cooccurrence_loss(
+            lm, cooc = lm_and_cooccurrence_loss(
                 out.logits,
+                labels,
                 batch["decoder_input_ids"],
                 self.frequent(),
                 self.token_offset,
                 position_mask=labels != IGNORE_INDEX,
             )
         else:
-            terms["cooc"] = terms["lm"].new_zeros(())
+            lm = lm_loss(out.logits, labels)
+            cooc = lm.new_zeros(())
+        terms = {
+            "lm": lm,
+            "age": age_loss(out.age_pred, batch["age"], labels, self.age_scale),
+            "sex": sex_loss(out.sex_logits, batch["sex"], labels),
+            "cooc": cooc,
+        }
         loss = (
             terms["lm"] + self.w_age * terms["age"] + self.w_sex * terms["sex"] + self.w_cooc * terms["cooc"]
         )

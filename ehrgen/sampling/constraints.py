@@ -8,9 +8,10 @@ content tokens (codes for the flat model, ICD-9 categories for the hierarchical 
 - no empty visit, at most ``max_visits`` visits and ``max_codes_per_visit`` items per visit, and
   the sequence always fits into ``max_length`` tokens (``<s>`` and ``</s>`` included): a visit is
   only opened when an item, ``<\\v>`` and ``</s>`` still fit, an item only when ``<\\v> </s>`` do.
-- no item twice inside one visit: a running ``used [B, n_items]`` mask, cleared at ``<v>``.
-- ``validity``: items a patient may not carry under :data:`ehrgen.data.rules.VALIDITY_RULES`
-  (rule membership precomputed once over the vocabulary, then :func:`allowed_code_mask` per batch).
+- no item twice inside one visit, and ``validity``: no item the patient may not carry under
+  :data:`ehrgen.data.rules.VALIDITY_RULES` (rule membership precomputed once over the vocabulary,
+  then :func:`allowed_code_mask` per batch). Both live in one running ``blocked [B, n_items]``
+  mask: reset to the patient's forbidden items at ``<v>``, extended by every item generated.
 
 All state is a handful of ``[B]`` tensors plus the ``[B, n_items]`` masks, updated once per step
 for the whole batch; rows can be gathered (``index``) when the sampler compacts the batch or
@@ -42,7 +43,7 @@ class ConstraintState:
     n_in_visit: Tensor  # [B] items in the open visit
     in_visit: Tensor  # [B] bool: a visit is open
     done: Tensor  # [B] bool: </s> emitted
-    used: Tensor  # [B, n_items] bool: item already in the open visit
+    blocked: Tensor  # [B, n_items] bool: already in the open visit, or forbidden
     forbidden: Tensor | None  # [B, n_items] bool: items the patient may never carry (None: none)
 
     def index(self, idx: Tensor) -> ConstraintState:
@@ -135,14 +136,17 @@ class VisitConstraints:
         allowed = self.allowed_items(age, sex)
         zeros = torch.zeros(n, dtype=torch.long, device=device)
         no = torch.zeros(n, dtype=torch.bool, device=device)
+        forbidden = None if allowed.all() else torch.from_numpy(~allowed).to(device)
         return ConstraintState(
             n_tokens=torch.ones(n, dtype=torch.long, device=device),
             n_visits=zeros.clone(),
             n_in_visit=zeros.clone(),
             in_visit=no.clone(),
             done=no.clone(),
-            used=torch.zeros(n, len(self.items), dtype=torch.bool, device=device),
-            forbidden=None if allowed.all() else torch.from_numpy(~allowed).to(device),
+            blocked=torch.zeros(n, len(self.items), dtype=torch.bool, device=device)
+            if forbidden is None
+            else forbidden.clone(),
+            forbidden=forbidden,
         )
 
     # ------------------------------------------------------------------ masking
@@ -166,9 +170,10 @@ class VisitConstraints:
         special[:, PAD] = state.done
         # BOS, UNK and MASK stay False: never generated.
         logits[:, :N_SPECIAL].masked_fill_(~special, float("-inf"))
-        no_item = state.used if state.forbidden is None else state.used | state.forbidden
-        no_item = no_item | ~(live & item_room)[:, None]
-        logits[:, self.lo : self.hi].masked_fill_(no_item, float("-inf"))
+        logits[:, self.lo : self.hi].masked_fill_(state.blocked, float("-inf"))
+        closed = (~(live & item_room)).nonzero().squeeze(1)  # rows that may not add an item now
+        if closed.numel():
+            logits[closed, self.lo : self.hi] = float("-inf")
         if logits.shape[-1] > self.hi:  # output rows beyond the vocabulary (padded embeddings)
             logits[:, self.hi :] = float("-inf")
         return logits
@@ -181,10 +186,11 @@ class VisitConstraints:
         is_item = (tokens >= self.lo) & (tokens < self.hi) & live
         opens = (tokens == VISIT_START) & live
         closes = (tokens == VISIT_END) & live
-        if bool(opens.any()):  # a sync, but skips a [B, n_items] pass on most steps
-            state.used.masked_fill_(opens[:, None], False)
+        rows = opens.nonzero().squeeze(1)
+        if rows.numel():  # a new visit: only the patient's forbidden items stay blocked
+            state.blocked[rows] = False if state.forbidden is None else state.forbidden[rows]
         col = (tokens - self.lo).clamp(0, len(self.items) - 1)[:, None]
-        state.used.scatter_(1, col, state.used.gather(1, col) | is_item[:, None])
+        state.blocked.scatter_(1, col, state.blocked.gather(1, col) | is_item[:, None])
         state.n_in_visit = torch.where(opens, 0, state.n_in_visit + is_item.long())
         state.in_visit = (state.in_visit | opens) & ~closes
         state.n_visits = state.n_visits + opens.long()

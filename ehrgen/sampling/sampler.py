@@ -110,11 +110,12 @@ def counter_uniforms(keys: np.ndarray, n: int, start: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------- token choice
 
 
-def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
+def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig, inplace: bool = False) -> Tensor:
     """One token per row from masked logits ``[B, V]`` (``-inf`` = forbidden) and uniforms ``u [B]``.
 
     Greedy takes the arg-max; sampling applies temperature, then top-k, then top-p (nucleus) and
     inverts the CDF at ``u``. A forbidden token is never returned while a row allows any.
+    ``inplace``: ``logits`` may be overwritten (saves a vocabulary-sized copy per step).
     """
     if cfg.strategy == "greedy":
         return logits.argmax(-1)
@@ -122,17 +123,21 @@ def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
     idx = None
     if 0 < cfg.top_k < logits.shape[-1]:
         logits, idx = logits.topk(int(cfg.top_k), dim=-1)  # temperature keeps the order
+        inplace = True
     if cfg.top_p < 1.0:
         if idx is None:
             logits, idx = logits.sort(dim=-1, descending=True)
         p = torch.softmax(logits * scale, dim=-1)
         # drop a token when the more likely ones already reach top_p (the first always stays)
         logits = logits.masked_fill(p.cumsum(-1) - p >= float(cfg.top_p), float("-inf"))
-    pick = inverse_cdf(logits, u, scale)
+        inplace = True
+    pick = inverse_cdf(logits, u, scale, inplace=inplace)
     return pick if idx is None else idx.gather(1, pick[:, None]).squeeze(1)
 
 
-def inverse_cdf(logits: Tensor, u: Tensor, scale: float = 1.0, block: int = 64) -> Tensor:
+def inverse_cdf(
+    logits: Tensor, u: Tensor, scale: float = 1.0, block: int = 64, inplace: bool = False
+) -> Tensor:
     """Index ``i`` with ``F(i-1) <= u < F(i)`` under ``softmax(scale * logits)``, per row.
 
     Two levels instead of one cumulative sum over the vocabulary (a slow sequential scan): block
@@ -140,20 +145,21 @@ def inverse_cdf(logits: Tensor, u: Tensor, scale: float = 1.0, block: int = 64) 
     depends on that row alone.
     """
     n, width = logits.shape
-    n_blocks = -(-width // block)
-    w = logits.new_empty((n, n_blocks * block))
-    w[:, :width] = logits
-    w[:, width:] = float("-inf")
+    w = logits if inplace else logits.clone()
     if scale != 1.0:
         w.mul_(scale)
-    w = w.sub_(w.max(-1, keepdim=True).values).exp_().view(n, n_blocks, block)  # unnormalised
-    mass = w.sum(-1)  # [n, n_blocks]
+    w.sub_(w.amax(-1, keepdim=True)).exp_()  # unnormalised probabilities
+    whole = width // block
+    mass = w[:, : whole * block].unflatten(1, (whole, block)).sum(-1)  # [n, n_blocks], a view's sum
+    if width % block:
+        mass = torch.cat([mass, w[:, whole * block :].sum(-1, keepdim=True)], 1)
     totals = mass.cumsum(-1)
     target = u.to(totals.dtype) * totals[:, -1]
     # u * total may round up to the total: never step past the last block / token with mass
     b = torch.searchsorted(totals, target[:, None], right=True).minimum(_last_positive(mass))
     before = torch.where(b > 0, totals.gather(1, (b - 1).clamp(min=0)), 0.0)
-    inner = w.gather(1, b[:, :, None].expand(n, 1, block)).squeeze(1)  # [n, block]
+    cols = b * block + torch.arange(block, device=w.device)  # the chosen block's columns [n, block]
+    inner = torch.where(cols < width, w.gather(1, cols.clamp(max=width - 1)), 0.0)
     rest = (target[:, None] - before).clamp_(min=0.0)
     j = torch.searchsorted(inner.cumsum(-1), rest, right=True).minimum(_last_positive(inner))
     return (b * block + j).squeeze(1)
@@ -266,7 +272,7 @@ class Sampler:
         longest_prefix = int(prefix_len.max())
         while True:
             self.constraints.mask_(logits, state)
-            nxt = choose_tokens(logits, uniforms[:, t], self.cfg)
+            nxt = choose_tokens(logits, uniforms[:, t], self.cfg, inplace=True)
             if t < longest_prefix:
                 nxt = torch.where(t < prefix_len, prefix_ids[:, t], nxt)
             out[rows, t] = torch.where(state.done, PAD, nxt)

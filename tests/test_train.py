@@ -159,3 +159,12 @@ def test_main_job_smoke_subprocess(tmp_path: Path) -> None:
     assert "synthetic patient 1:" in result.stdout and "visit 1:" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1])["val/loss"] > 0
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_experiment_configs_compose(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=mimic3_base", "data.raw_dir=/data/mimic"])
+    assert (cfg.model.net.d_model, cfg.model.net.encoder_layers, cfg.trainer.precision) == (768, 6, "bf16-mixed")
+    assert cfg.model.net.max_length == cfg.data.datamodule.max_length == 512
+    assert list(cfg.logger) == ["wandb"] and cfg.data.name == "mimic3"
+    cfg = compose_cfg("train", ["experiment=simulated_hierarchical"])
+    assert cfg.model.level == "category" and cfg.data.n_patients == 20000

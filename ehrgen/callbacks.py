@@ -23,7 +23,7 @@ class GenerationContext(Callback):
     ``weights_only=True``-loadable and shareable under the data-use agreement.
     """
 
-    def __init__(self, cohort: Cohort):
+    def __init__(self, cohort: Cohort, tokenizer: Any = None):
         codes = cohort.codes()
         self.payload = {
             "demographics": DemographicsModel.from_cohort(cohort).to_dict(),
@@ -33,6 +33,11 @@ class GenerationContext(Callback):
             },
             "source": str(cohort.meta.get("source")),
         }
+        if tokenizer is not None and tokenizer.level == "category":
+            from ehrgen.sampling.hierarchical import expansion_stats
+
+            # code-given-category frequencies (per sex and age band) for stage-2 expansion
+            self.payload["expansion"] = expansion_stats(cohort, tokenizer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[GENERATION_KEY] = self.payload

@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))
     callbacks: list[Callback] = [
         *_instantiate_all(cfg.get("callbacks")),
-        GenerationContext(cohort),
+        GenerationContext(cohort, tokenizer),
         RestoreRNG(),
     ]
     # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.

@@ -71,6 +71,8 @@ def test_hierarchical_on_simulator(compose_cfg) -> None:
     module = PromptBartModule.load(summary["best_checkpoint"] or summary["last_checkpoint"])
     assert module.tokenizer.level == "category"
     assert module.layout.vocab_size == module.tokenizer.content_range[1]
+    ckpt = torch.load(summary["last_checkpoint"], weights_only=True)
+    assert ckpt[GENERATION_KEY]["expansion"]  # stage-2 statistics travel with the checkpoint
     assert summary["global_step"] == 6
 
 

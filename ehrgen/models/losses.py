@@ -240,7 +240,8 @@ class _LmRareMass(torch.autograd.Function):
             probs = log_probs.exp_()
         codes = probs[:, offset : offset + counts.shape[1]]
         mass = codes.sum(-1)
-        frequent_mass = torch.bmm(codes.unsqueeze(1), counts.unsqueeze(2)).view(-1)  # row-wise dot
+        # Row-wise dot without a [rows, C] temporary (exact fp32 unless CUDA TF32 matmuls are enabled).
+        frequent_mass = torch.bmm(codes.unsqueeze(1), counts.unsqueeze(2)).view(-1)
         per_row = base * mass - scale * frequent_mass  # also P . dCooc/dP, for the softmax backward
         ctx.save_for_backward(probs, counts, base, scale, per_row, labels)
         ctx.offset = offset

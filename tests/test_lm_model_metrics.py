@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import TINY
 
 from ehrgen.metrics.lm import model_metrics
 from ehrgen.train import run
-from test_train import TINY
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,9 @@ def demo_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_cohort: Path)
     return Path(run(cfg)["last_checkpoint"])
 
 
-def test_uniform_model_has_perplexity_equal_to_vocab_size(demo_checkpoint: Path, demo_cohort: Path, tmp_path: Path) -> None:
+def test_uniform_model_has_perplexity_equal_to_vocab_size(
+    demo_checkpoint: Path, demo_cohort: Path, tmp_path: Path
+) -> None:
     ckpt = torch.load(demo_checkpoint, weights_only=True, map_location="cpu")
     state = ckpt["state_dict"]
     # Zero output weights and bias: every next-token distribution is uniform over the vocabulary.

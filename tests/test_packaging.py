@@ -27,7 +27,12 @@ def test_wheel_ships_and_resolves_the_configs(tmp_path: Path) -> None:
         "print(CONFIG_DIR); print(cfg.model.level)"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")},
-        capture_output=True, text=True, check=True, timeout=120,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout.split()
     assert out == [str(tmp_path / "site" / "ehrgen" / "conf"), "category"]

@@ -50,7 +50,12 @@ def _metrics_csv(run_dir: str) -> pl.DataFrame:
 def test_flat_on_mimic3_demo(compose_cfg, mimic3_demo: Path, tmp_path: Path) -> None:
     summary = _train(
         compose_cfg,
-        ["data=mimic3", f"data.raw_dir={mimic3_demo}", f"data.cohort_dir={tmp_path / 'demo'}", "trainer.max_epochs=2"],
+        [
+            "data=mimic3",
+            f"data.raw_dir={mimic3_demo}",
+            f"data.cohort_dir={tmp_path / 'demo'}",
+            "trainer.max_epochs=2",
+        ],
     )
     assert Path(summary["best_checkpoint"]).is_file() and Path(summary["last_checkpoint"]).is_file()
     assert summary["global_step"] == 2 * 11  # 81 train patients / batch 8 -> 11 batches per epoch
@@ -79,7 +84,12 @@ def test_hierarchical_on_simulator(compose_cfg) -> None:
 def test_loss_goes_down_on_simulator(compose_cfg) -> None:
     summary = _train(
         compose_cfg,
-        ["data.n_patients=250", "trainer.max_epochs=3", "data.datamodule.corruption.p=0", "+trainer.limit_val_batches=1"],
+        [
+            "data.n_patients=250",
+            "trainer.max_epochs=3",
+            "data.datamodule.corruption.p=0",
+            "+trainer.limit_val_batches=1",
+        ],
     )
     losses = _metrics_csv(summary["run_dir"]).drop_nulls("train/loss")["train/loss"].to_list()
     assert len(losses) >= 20
@@ -115,7 +125,8 @@ def test_wandb_offline_writes_a_run(compose_cfg, tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     summary = _train(
-        compose_cfg, ["data.n_patients=200", "trainer.max_steps=3", "logger=wandb", f"paths.run_dir={tmp_path / 'w'}"]
+        compose_cfg,
+        ["data.n_patients=200", "trainer.max_steps=3", "logger=wandb", f"paths.run_dir={tmp_path / 'w'}"],
     )
     runs = list((Path(summary["run_dir"]) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -147,7 +158,9 @@ def test_missing_cohort_dir_is_prepared_and_bad_ckpt_path_errors(compose_cfg, tm
     from ehrgen.errors import InputError
 
     with pytest.raises(InputError, match="ckpt_path=.*does not exist"):
-        _train(compose_cfg, ["data.n_patients=100", "trainer.max_steps=1", f"ckpt_path={tmp_path / 'nope.ckpt'}"])
+        _train(
+            compose_cfg, ["data.n_patients=100", "trainer.max_steps=1", f"ckpt_path={tmp_path / 'nope.ckpt'}"]
+        )
     half = tmp_path / "half"
     half.mkdir()
     (half / "junk").write_text("x")
@@ -165,7 +178,11 @@ def test_main_job_smoke_subprocess(tmp_path: Path) -> None:
 
 def test_experiment_configs_compose(compose_cfg) -> None:
     cfg = compose_cfg("train", ["experiment=mimic3_base", "data.raw_dir=/data/mimic"])
-    assert (cfg.model.net.d_model, cfg.model.net.encoder_layers, cfg.trainer.precision) == (768, 6, "bf16-mixed")
+    assert (cfg.model.net.d_model, cfg.model.net.encoder_layers, cfg.trainer.precision) == (
+        768,
+        6,
+        "bf16-mixed",
+    )
     assert cfg.model.net.max_length == cfg.data.datamodule.max_length == 512
     assert list(cfg.logger) == ["wandb"] and cfg.data.name == "mimic3"
     cfg = compose_cfg("train", ["experiment=simulated_hierarchical"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 
@@ -28,3 +29,23 @@ def compose(config_name: str, overrides: list[str] | None = None):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def coerce_options(cls: type, value: Any, section: str, tuple_fields: tuple[str, ...] = ()) -> Any:
+    """Build the options dataclass ``cls`` from itself, a (Hydra) mapping of its fields, or None.
+
+    Unknown keys fail in one line naming ``section``; list values of ``tuple_fields`` become tuples.
+    """
+    from dataclasses import fields
+
+    from ehrgen.errors import InputError
+
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    known = {f.name for f in fields(cls)}
+    extra = set(value) - known
+    if extra:
+        raise InputError(f"{section}: unknown option(s) {sorted(extra)}; expected {sorted(known)}")
+    return cls(**{k: (tuple(v) if k in tuple_fields and v is not None else v) for k, v in value.items()})

@@ -22,11 +22,12 @@ Every function takes a ``numpy.random.Generator``, so a seeded generator reprodu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from ehrgen.config import coerce_options
 from ehrgen.data.vocab import EOS, MASK, N_SPECIAL, UNK, VISIT_START
 from ehrgen.errors import InputError
 
@@ -67,20 +68,7 @@ class CorruptionConfig:
     @classmethod
     def coerce(cls, value: CorruptionConfig | Mapping[str, Any] | None) -> CorruptionConfig:
         """Accept a config, a (Hydra) mapping of its fields, or None (defaults)."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        known = {f.name for f in fields(cls)}
-        extra = set(value) - known
-        if extra:
-            raise InputError(f"corruption: unknown option(s) {sorted(extra)}; expected {sorted(known)}")
-        return cls(
-            **{
-                k: (tuple(v) if k in ("tasks", "task_weights") and v is not None else v)
-                for k, v in value.items()
-            }
-        )
+        return coerce_options(cls, value, "corruption", tuple_fields=("tasks", "task_weights"))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -28,7 +28,7 @@ in the tests, on CPU). Beam search (``strategy="beam"``) is deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
+from ehrgen.config import coerce_options
 from ehrgen.data.cohort import stable_hash
 from ehrgen.data.datamodule import pad_stack
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_START
@@ -76,15 +77,7 @@ class SamplingConfig:
 
     @classmethod
     def coerce(cls, value: SamplingConfig | dict[str, Any] | None) -> SamplingConfig:
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        known = {f.name for f in fields(cls)}
-        extra = set(value) - known
-        if extra:
-            raise InputError(f"sampling: unknown option(s) {sorted(extra)}; expected {sorted(known)}")
-        return cls(**dict(value))
+        return coerce_options(cls, value, "sampling")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -155,11 +155,22 @@ class PromptBartModule(LightningModule):
         _, losses = self._losses(batch)
         self._check_finite(losses)
         size = batch["labels"].shape[0]
-        for name, value in losses.items():
-            self.log(
-                f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=size
-            )
+        self.log("train/loss", losses["loss"], on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        # Every self.log call costs ~1 ms of Lightning bookkeeping; the component losses are only
+        # written on logging steps, so computing their log entries on other steps is pure overhead
+        # (measured: tiny-model Lightning overhead 7.0% -> 2.1%, docs/benchmarks.md).
+        if self._is_logging_step():
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=size)
         return losses["loss"]
+
+    def _is_logging_step(self) -> bool:
+        """Whether Lightning writes step-level metrics after this optimizer step."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
 
     def _check_finite(self, losses: Mapping[str, Tensor]) -> None:
         if bool(torch.isfinite(losses["loss"])):

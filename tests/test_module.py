@@ -7,12 +7,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -109,9 +111,31 @@ def trained(
         enable_progress_bar=False,
         enable_model_summary=False,
         gradient_clip_val=1.0,
+        log_every_n_steps=1,
     )
     trainer.fit(module, datamodule=data)
     return module, trainer, data, root
+
+
+def test_component_losses_logged_on_logging_steps_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = PromptBartModule(model_config(), TOKENIZER, cooc_matrix())
+    data = ListDataModule([make_batch(seed=s) for s in range(4)], [make_batch(seed=10)])
+    trainer = Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=2,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data)
+    rows = pl.read_csv(Path(trainer.logger.log_dir) / "metrics.csv").drop_nulls("train/loss")
+    assert rows["step"].to_list() == [1, 3]
+    for name in ("lm", "age", "sex", "cooc"):
+        assert rows[f"train/{name}"].null_count() == 0, name
 
 
 def test_trainer_runs_and_logs(trained: tuple) -> None:

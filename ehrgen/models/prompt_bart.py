@@ -72,7 +72,7 @@ class PromptBart(nn.Module):
         prompt_length: int = 4,
         prompt_hidden: int = 128,
         dropout: float = 0.1,
-        attention_dropout: float = 0.1,
+        attention_dropout: float = 0.0,
         activation_function: str = "gelu",
         age_scale: float = 100.0,
         pretrained: str | None = None,
@@ -131,7 +131,9 @@ class PromptBart(nn.Module):
             )
 
     def _logits(self, hidden: Tensor) -> Tensor:
-        return self.bart.get_output_embeddings()(hidden) + self.bart.final_logits_bias.to(hidden.dtype)
+        # One fused matmul-plus-bias: a separate bias add is another full pass over [B, L, V].
+        weight = self.bart.get_output_embeddings().weight
+        return nn.functional.linear(hidden, weight, self.bart.final_logits_bias[0].to(hidden.dtype))
 
     # ------------------------------------------------------------------ encoder
 

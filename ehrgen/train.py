@@ -30,6 +30,7 @@ from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
 from ehrgen.data.cohort import write_json_atomic
 from ehrgen.data.vocab import build_tokenizer
+from ehrgen.errors import InputError
 from ehrgen.examples import log_examples, synthetic_examples
 from ehrgen.module import PromptBartModule
 from ehrgen.prepare import ensure_cohort
@@ -68,8 +69,6 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(str(cfg.ckpt_path)).expanduser()
         if not path.is_file():
-            from ehrgen.errors import InputError
-
             raise InputError(f"ckpt_path={path} does not exist")
         return str(path)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -154,10 +153,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Train; return the sweep objective (``objective``, default val/loss) for sweepers like Optuna."""
     summary = run(cfg)
     _print_summary(summary)
-    print(json.dumps({"val/loss": summary["metrics"].get("val/loss")}))
-    return summary["metrics"].get("val/loss")
+    objective = str(cfg.get("objective") or "val/loss")
+    value = summary["metrics"].get(objective)
+    if value is None and cfg.get("objective"):  # a typo would otherwise fail every trial silently
+        raise InputError(
+            f"objective={objective} was not logged; logged metrics: {sorted(summary['metrics'])}"
+        )
+    print(json.dumps({"val/loss": summary["metrics"].get("val/loss"), objective: value}))
+    return value
 
 
 if __name__ == "__main__":

@@ -217,6 +217,9 @@ def bench_rss(ckpt: Path, n: int, out: Path, threads: int, batch: int) -> dict:
     return {"n_patients": n, **result, "patients_per_s": n / result["seconds"]}
 
 
+CONTENDERS = ("ehrgen", "hf_generate", "hf_loop_batch1", "ehrgen_batch1")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,6 +232,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs (shared machines)")
     parser.add_argument("--rss-sizes", nargs="*", type=int, default=[10_000, 100_000])
+    parser.add_argument(
+        "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS), help="subset to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vocab = vocabulary(args.vocab)
@@ -239,12 +245,14 @@ def main() -> None:
         bench_ehrgen(module, vocab, min(args.batch_size, 64), args.batch_size)  # warm-up
         best = {}
         for _ in range(args.repeats):  # interleaved, so load changes hit both contenders alike
-            for name, r in (
-                ("ehrgen", bench_ehrgen(module, vocab, args.n, args.batch_size)),
-                ("hf_generate", bench_hf(module, args.n, args.batch_size)),
-                ("hf_loop_batch1", bench_hf(module, args.loop_n, 1)),
-                ("ehrgen_batch1", bench_ehrgen(module, vocab, args.loop_n, 1)),
-            ):
+            runs = {
+                "ehrgen": lambda m=module: bench_ehrgen(m, vocab, args.n, args.batch_size),
+                "hf_generate": lambda m=module: bench_hf(m, args.n, args.batch_size),
+                "hf_loop_batch1": lambda m=module: bench_hf(m, args.loop_n, 1),
+                "ehrgen_batch1": lambda m=module: bench_ehrgen(m, vocab, args.loop_n, 1),
+            }
+            for name in args.contenders:
+                r = runs[name]()
                 if name not in best or r["seconds"] < best[name]["seconds"]:
                     best[name] = r
         rows += [row(name, size, r) for name, r in best.items()]
@@ -266,7 +274,7 @@ def main() -> None:
         ours = by["ehrgen"]
 
         def ratio(name: str, key: str = "patients_per_s", ours=ours, by=by) -> str:
-            return f"{ours[key] / by[name][key]:.1f}x"
+            return f"{ours[key] / by[name][key]:.1f}x" if name in by else "-"
 
         print(
             f"| {size} | {ratio('hf_generate')} | {ratio('hf_generate', 'tokens_per_s')} "

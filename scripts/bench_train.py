@@ -519,7 +519,7 @@ def section_optimizer(args, world, sizes, device, report) -> None:
 # (e) variants: config overrides, gradient checkpointing, environment of the child process.
 RSS_VARIANTS: dict[str, tuple[list[str], bool, dict[str, str]]] = {
     "default": ([], False, {}),
-    "attention_dropout=0": (["model.net.attention_dropout=0"], False, {}),
+    "attention_dropout=0.1": (["model.net.attention_dropout=0.1"], False, {}),
     "gradient_checkpointing": ([], True, {}),
     "MALLOC_MMAP_THRESHOLD_=131072": ([], False, {"MALLOC_MMAP_THRESHOLD_": "131072"}),
 }

@@ -4,6 +4,10 @@
 
 Writes ``out_dir/metrics.json`` (every metric with a bootstrap 95% CI), ``out_dir/report.html``
 (self-contained) and ``out_dir/figures/*.png``; prints a short summary table.
+
+The privacy nearest-neighbour searches can be computed beforehand in blocks of query rows
+(:func:`neighbour_block`, one job array task each: ``python submitit_launch.py evaluate ...
+blocks=N``) and read with ``privacy.neighbours_dir=DIR``, which then skips the search.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from ehrgen.metrics.fidelity import LevelComparison
 from ehrgen.metrics.inputs import EvalInputs, load_inputs
 from ehrgen.metrics.utility import tstr
 from ehrgen.metrics.validity import per_patient_quantities, ratio_stat
+from ehrgen.privacy import blocks as neighbour_blocks
+from ehrgen.privacy.neighbors import Neighbours
 from ehrgen.privacy.suite import PrivacyConfig, privacy_metrics
 from ehrgen.report import html, plots
 
@@ -130,10 +136,11 @@ def _validity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
         figs["violations"] = plots.violation_bars({k: (a or 0.0, b or 0.0) for k, (a, b) in rates.items()})
 
 
-def _privacy(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:
+def privacy_config(cfg: DictConfig) -> PrivacyConfig:
+    """The privacy suite's settings from the evaluate config (``seed`` picks the subsamples)."""
     p = cfg.privacy
-    pcfg = PrivacyConfig(
-        distances=tuple(p.distances),
+    return PrivacyConfig(
+        distances=tuple(str(d) for d in p.distances),
         max_records=int(p.max_records),
         known_top_k=int(p.known_top_k),
         attribute_targets=int(p.attribute_targets),
@@ -142,7 +149,25 @@ def _privacy(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict
         chunk=int(p.chunk),
         seed=int(cfg.seed),
     )
-    res, dists, warnings = privacy_metrics(inp.synthetic, inp.real, inp.holdout, pcfg, boot)
+
+
+def _precomputed_neighbours(inp: EvalInputs, cfg: DictConfig) -> dict[str, Neighbours] | None:
+    """``privacy.neighbours_dir``'s blocks, verified, before any metric is computed; None: search here."""
+    directory = cfg.privacy.get("neighbours_dir")
+    if not cfg.privacy.enabled or directory in (None, ""):
+        return None
+    path = Path(str(directory)).expanduser().absolute()
+    neighbours = neighbour_blocks.read_blocks(path, inp.synthetic, inp.real, inp.holdout, privacy_config(cfg))
+    log.info("privacy: nearest neighbours read from %s", path)
+    return neighbours
+
+
+def _privacy(
+    inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict,
+    neighbours: dict[str, Neighbours] | None = None,
+) -> list:  # fmt: skip
+    pcfg = privacy_config(cfg)
+    res, dists, warnings = privacy_metrics(inp.synthetic, inp.real, inp.holdout, pcfg, boot, neighbours)
     metrics.update(_prefixed("privacy", res))
     if cfg.report.enabled:
         for dist in pcfg.distances:
@@ -184,6 +209,30 @@ def print_summary(metrics: dict[str, dict]) -> str:
     return text
 
 
+def _load(cfg: DictConfig) -> EvalInputs:
+    return load_inputs(
+        cfg.real, cfg.synthetic, cfg.holdout, cfg.splits.real, cfg.splits.synthetic, cfg.splits.holdout
+    )
+
+
+def neighbour_block(cfg: DictConfig, block: int, n_blocks: int, directory: str | Path) -> dict[str, Any]:
+    """Block ``block`` of ``n_blocks`` of the privacy searches into ``directory/block-NNNNN.npz``.
+
+    Every block reads the same inputs as ``run(cfg)`` and runs query rows
+    ``[block * n // n_blocks, (block + 1) * n // n_blocks)`` of each search; returns the block's
+    metadata (rows, pairs scored, seconds, fingerprint of the inputs and settings).
+    """
+    if not 0 <= int(block) < int(n_blocks):
+        raise InputError(f"block={block} of {n_blocks}: expected 0 <= block < n_blocks")
+    pcfg = privacy_config(cfg)
+    inp = _load(cfg)
+    meta = neighbour_blocks.write_block(
+        directory, int(block), int(n_blocks), inp.synthetic, inp.real, inp.holdout, pcfg
+    )
+    log.info("privacy block %d/%d: %d pairs in %.1f s", block, n_blocks, meta["pairs"], meta["seconds"])
+    return meta
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics.json payload."""
     if cfg.out_dir in (None, "", "???"):
@@ -195,9 +244,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise InputError("bootstrap.n must be >= 0 and bootstrap.chunk >= 1")
     model_fn = _model_metrics_fn(cfg) if cfg.ckpt is not None else None
     t0 = time.perf_counter()
-    inp = load_inputs(
-        cfg.real, cfg.synthetic, cfg.holdout, cfg.splits.real, cfg.splits.synthetic, cfg.splits.holdout
-    )
+    inp = _load(cfg)
     if cfg.bootstrap.method not in ("percentile", "basic"):
         raise InputError(f"bootstrap.method must be percentile or basic, got {cfg.bootstrap.method!r}")
     boot = BootstrapConfig(
@@ -207,6 +254,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         chunk=int(cfg.bootstrap.chunk),
         method=str(cfg.bootstrap.method),
     )
+    neighbours = _precomputed_neighbours(inp, cfg)
     metrics: dict[str, dict] = {}
     figs: dict[str, bytes] = {}
     warnings = list(inp.warnings)
@@ -215,7 +263,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ("fidelity", lambda: _fidelity(inp, cfg, boot, figs, metrics)),
         ("conditioning", lambda: _conditioning(inp, cfg, boot, figs, metrics)),
         ("validity", lambda: _validity(inp, cfg, boot, figs, metrics)),
-        ("privacy", lambda: _privacy(inp, cfg, boot, figs, metrics)),
+        ("privacy", lambda: _privacy(inp, cfg, boot, figs, metrics, neighbours)),
         ("utility", lambda: _utility(inp, cfg, boot, metrics)),
     ]
     for name, stage in stages:

@@ -38,8 +38,17 @@ def test_local_multirun_grid_with_wandb_offline(tmp_path: Path) -> None:
     env.pop("WANDB_API_KEY", None)
     sweep = tmp_path / "sweep"
     cmd = [
-        sys.executable, "-m", "ehrgen.train", "-m", *TINY, "data.n_patients=120", "trainer.max_epochs=1",
-        "logger=wandb", "model.loss.w_age=0.001,0.01", "model.loss.w_cooc=0.0,0.1", f"hydra.sweep.dir={sweep}",
+        sys.executable,
+        "-m",
+        "ehrgen.train",
+        "-m",
+        *TINY,
+        "data.n_patients=120",
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        "model.loss.w_age=0.001,0.01",
+        "model.loss.w_cooc=0.0,0.1",
+        f"hydra.sweep.dir={sweep}",
     ]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

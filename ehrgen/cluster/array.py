@@ -4,12 +4,16 @@ Shard k of S runs ``ehrgen.generate`` with ``shard_index=k num_shards=S`` into
 ``out_dir/.shards/shard-0000k``; ``out_dir/.shards/plan.json`` records the plan and every
 submission, so the same command run again waits for shards still running, resubmits the missing
 or broken ones only, and merges. A shard that fails twice in one launch stops it.
+
+The array machinery (``active_tasks``, ``submit_array``, ``wait_and_retry``, ``throughput``) is
+shared with ``evaluate ... blocks=N`` (ehrgen.cluster.blocks): a "unit" is a shard or a block.
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,34 +108,85 @@ def _generate_setup(args: Args) -> tuple[DictConfig, Path, int, int, list[str], 
     return cfg, out_dir, n, n_shards, formats, plan
 
 
-def _active_tasks(plan: dict[str, Any], todo: list[int]) -> dict[int, Task]:
-    """Shards of ``todo`` whose latest SLURM task is still queued or running (e.g. after --no-wait)."""
+# ----------------------------------------------------------------------------- array machinery
+
+
+def active_tasks(plan: dict[str, Any], todo: Sequence[int], unit: str = "shard") -> dict[int, Task]:
+    """Units of ``todo`` whose latest SLURM task is still queued or running (e.g. after --no-wait)."""
     latest = {k: v for k, v in shards.latest_tasks(plan).items() if k in todo and v[0] == "slurm"}
     if not latest:
         return {}
     states = squeue_states([job_id for _, job_id, _ in latest.values()])
     if states is None:
-        raise LaunchError("squeue failed: cannot tell whether earlier shard jobs still run; try again")
+        raise LaunchError(f"squeue failed: cannot tell whether earlier {unit} jobs still run; try again")
     return {
-        k: Task(f"shard {k}", job_id, folder) for k, (_, job_id, folder) in latest.items() if job_id in states
+        k: Task(f"{unit} {k}", job_id, folder)
+        for k, (_, job_id, folder) in latest.items()
+        if job_id in states
     }
 
 
-def _throughput(args: Args, states: list[shards.ShardState]) -> tuple[float, str] | None:
-    """Patients per second per task: given (patients_per_s=), else measured by finished shards."""
-    if "patients_per_s" in args.options:
-        rate = parse_value(args.options["patients_per_s"])
+def throughput(args: Args, key: str, measured: list[float], unit: str = "shard") -> tuple[float, str] | None:
+    """Work per second per task: given (``key=`` on the command line), else the median measured."""
+    if key in args.options:
+        rate = parse_value(args.options[key])
         if not isinstance(rate, int | float) or rate <= 0:
-            raise InputError(f"patients_per_s={rate!r}: expected a positive number")
+            raise InputError(f"{key}={rate!r}: expected a positive number")
         return float(rate), "given"
-    measured = [
-        s.summary["patients_per_s"]
-        for s in states
-        if s.done and s.summary and s.summary.get("patients_per_s")
-    ]
     if measured:
-        return float(statistics.median(measured)), f"median of {len(measured)} finished shard(s)"
+        return float(statistics.median(measured)), f"median of {len(measured)} finished {unit}(s)"
     return None
+
+
+def submit_array(
+    spec: ExecutorSpec, folder: Path, plan_file: Path, plan: dict[str, Any], ids: list[int],
+    fn: Callable[..., Any], columns: Sequence[list[Any]], unit: str = "shard",
+) -> dict[int, Task]:  # fmt: skip
+    """One job array of ``fn(*column[i] for column in columns)`` for unit ``ids[i]``; recorded in the plan."""
+    executor = spec.make(folder)
+    submitted = executor.map_array(fn, *columns)
+    shards.record_submission(
+        plan_file, plan, spec.cluster, {j.job_id: k for j, k in zip(submitted, ids, strict=True)}, folder
+    )
+    array = submitted[0].job_id.split("_")[0]
+    say(f"submitted job array {array}: {len(ids)} task(s) for {unit}s {compact(ids)} (logs: {folder.parent})")
+    return {k: Task(f"{unit} {k}", j.job_id, folder, j) for j, k in zip(submitted, ids, strict=True)}
+
+
+def wait_and_retry(
+    tasks: dict[int, Task], cluster: str, attempts: dict[int, int], state: Callable[[int], shards.ShardState],
+    resubmit: Callable[[list[int]], dict[int, Task]], unit: str = "shard",
+) -> None:  # fmt: skip
+    """Wait for ``tasks``; resubmit the units whose output is not done once, stop when one fails twice.
+
+    ``attempts``: submissions so far per unit (units absent count one: attached earlier submissions).
+    """
+    errors: dict[int, Outcome] = {}
+    while tasks:
+        outcomes = wait_for(list(tasks.values()), cluster)
+        retry = []
+        for k, task in tasks.items():
+            st = state(k)
+            if st.done:
+                continue
+            outcome = outcomes.get(task.label, Outcome(False, error="no result"))
+            errors[k] = outcome
+            attempts[k] = attempts.get(k, 1)
+            if attempts[k] >= MAX_ATTEMPTS:
+                raise LaunchError(
+                    f"{unit} {k} failed {'twice' if attempts[k] == 2 else f'{attempts[k]} times'} "
+                    f"({outcome.error or st.reason}); log: {task.paths.stderr}"
+                )
+            retry.append(k)
+        tasks = {}
+        if retry:
+            say(f"{unit}(s) {compact(retry)} failed ({errors[retry[0]].error}); resubmitting them once")
+            for k in retry:
+                attempts[k] += 1
+            tasks = resubmit(retry)
+
+
+# ----------------------------------------------------------------------------- generate
 
 
 def _print_generate_plan(
@@ -162,7 +217,10 @@ def _print_generate_plan(
     say(f"executor: {spec.describe()}")
     per_shard = [b - a for a, b in (shards.shard_range(k, n, n_shards) for k in submit)] or [0]
     work = f"work: {sum(per_shard)} patients to generate, {max(per_shard)} per task at most"
-    rate = _throughput(args, states)
+    measured = [
+        s.summary["patients_per_s"] for s in states if s.done and (s.summary or {}).get("patients_per_s")
+    ]
+    rate = throughput(args, "patients_per_s", measured)
     if rate is not None and submit:
         minutes = max(per_shard) / rate[0] / 60
         work += f"; about {minutes:.1f} min per task at {rate[0]:.3g} patients/s ({rate[1]})"
@@ -179,20 +237,12 @@ def _print_generate_plan(
 def _submit_shards(
     spec: ExecutorSpec, cfg: DictConfig, out_dir: Path, n_shards: int, todo: list[int], plan: dict[str, Any]
 ) -> dict[int, Task]:
-    folder = out_dir / ".submitit" / "%j"
     for k in todo:
         shards.clear_shard(out_dir, k)
-    executor = spec.make(folder)
     dirs = [str(shards.shard_dir(out_dir, k)) for k in todo]
-    submitted = executor.map_array(jobs.generate_shard, [cfg] * len(todo), todo, [n_shards] * len(todo), dirs)
-    shards.record_submission(
-        out_dir, plan, spec.cluster, {j.job_id: k for j, k in zip(submitted, todo, strict=True)}, folder
-    )
-    array = submitted[0].job_id.split("_")[0]
-    say(
-        f"submitted job array {array}: {len(todo)} task(s) for shards {compact(todo)} (logs: {out_dir / '.submitit'})"
-    )
-    return {k: Task(f"shard {k}", j.job_id, folder, j) for j, k in zip(submitted, todo, strict=True)}
+    columns = [[cfg] * len(todo), todo, [n_shards] * len(todo), dirs]
+    folder = out_dir / ".submitit" / "%j"
+    return submit_array(spec, folder, shards.plan_path(out_dir), plan, todo, jobs.generate_shard, columns)
 
 
 def _finish_generate(out_dir: Path, plan: dict[str, Any], formats: list[str], overwrite: bool) -> int:
@@ -235,7 +285,7 @@ def cmd_generate(args: Args) -> int:
                 "use another out_dir or pass overwrite=true to discard its shards"
             )
         if overwrite:
-            running = _active_tasks(existing, list(range(int(existing["shards"]))))
+            running = active_tasks(existing, list(range(int(existing["shards"]))))
             if running:
                 ids = ", ".join(t.job_id for t in running.values())
                 raise InputError(
@@ -263,7 +313,7 @@ def cmd_generate(args: Args) -> int:
     else:
         states = [shards.shard_state(out_dir, k, n, n_shards) for k in range(n_shards)]
     todo = [s.shard for s in states if not s.done]
-    attached = _active_tasks(plan, todo) if existing is not None else {}
+    attached = active_tasks(plan, todo) if existing is not None else {}
     if attached and spec.cluster != "slurm":
         raise InputError(
             f"shards {compact(list(attached))} still run on SLURM (job {next(iter(attached.values())).job_id}); "
@@ -290,31 +340,13 @@ def cmd_generate(args: Args) -> int:
         say(f"not waiting; when the jobs are done run: python submitit_launch.py merge out_dir={out_dir}")
         return 0
 
-    attempts = dict.fromkeys(submit, 1)
-    errors: dict[int, Outcome] = {}
-    while tasks:
-        outcomes = wait_for(list(tasks.values()), spec.cluster)
-        retry = []
-        for k, task in tasks.items():
-            state = shards.shard_state(out_dir, k, n, n_shards)
-            if state.done:
-                continue
-            outcome = outcomes.get(task.label, Outcome(False, error="no result"))
-            errors[k] = outcome
-            attempts[k] = attempts.get(k, 1)
-            if attempts[k] >= MAX_ATTEMPTS:
-                log = task.paths.stderr
-                raise LaunchError(
-                    f"shard {k} failed {'twice' if attempts[k] == 2 else f'{attempts[k]} times'} "
-                    f"({outcome.error or state.reason}); log: {log}"
-                )
-            retry.append(k)
-        tasks = {}
-        if retry:
-            say(f"shard(s) {compact(retry)} failed ({errors[retry[0]].error}); resubmitting them once")
-            for k in retry:
-                attempts[k] += 1
-            tasks = _submit_shards(spec, cfg, out_dir, n_shards, retry, plan)
+    wait_and_retry(
+        tasks,
+        spec.cluster,
+        dict.fromkeys(submit, 1),
+        lambda k: shards.shard_state(out_dir, k, n, n_shards),
+        lambda retry: _submit_shards(spec, cfg, out_dir, n_shards, retry, plan),
+    )
     return _finish_generate(out_dir, plan, formats, overwrite)
 
 

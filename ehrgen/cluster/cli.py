@@ -19,6 +19,7 @@ COMMANDS = ("generate", "merge", "train", "evaluate", "prepare")
 LAUNCHER_KEYS = {
     "generate": ("out_dir", "shards", "formats", "overwrite", "patients_per_s"),
     "merge": ("out_dir", "formats", "overwrite"),
+    "evaluate": ("blocks", "pairs_per_s"),
 }
 
 

@@ -122,6 +122,16 @@ def run_prepare(cfg: DictConfig) -> str:
         return str(run(cfg))
 
 
+def neighbour_block(cfg: DictConfig, block: int, n_blocks: int, directory: str) -> dict[str, Any]:
+    """One array task of ``evaluate ... blocks=N``: block ``block`` of the privacy searches."""
+    from ehrgen.evaluate import neighbour_block
+
+    _job_logging()
+    with _killed_means_no_result():
+        meta = neighbour_block(cfg, block, n_blocks, directory)
+    return {k: meta[k] for k in ("block", "n_blocks", "pairs", "seconds")}
+
+
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """``ehrgen.evaluate.run``; returns the key metrics (metrics.json holds everything)."""
     from ehrgen.evaluate import SUMMARY, run

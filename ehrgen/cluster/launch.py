@@ -9,7 +9,12 @@ Commands (overrides are those of ``python -m ehrgen.<command>``, composed from c
   the shards that are missing or broken (a plan that differs is refused unless overwrite=true).
 - ``merge out_dir=... [formats=...]``: verify and merge the shards of an earlier ``generate``.
 - ``train [overrides]``: one requeue-safe training job in a fixed ``paths.run_dir``.
-- ``evaluate real=... synthetic=... out_dir=...``, ``prepare [overrides]``: one job each.
+- ``evaluate real=... synthetic=... out_dir=... [blocks=N]``: one job; with ``blocks=N`` first
+  one job array of N tasks, task k computing block k of the privacy nearest-neighbour searches
+  into ``<parent>/.<out_dir name>.blocks/``, then the evaluate job reading them
+  (``privacy.neighbours_dir``). Running the same command again resubmits only missing or failed
+  blocks (``plan.json`` there; a command that would change the blocks is refused).
+- ``prepare [overrides]``: one job.
 
 Executor keys: ``slurm.<key>=<value>`` (conf/cluster/slurm.yaml lists them with their defaults).
 ``--dry-run`` prints what would be submitted and submits nothing; ``--no-wait`` returns after
@@ -30,7 +35,8 @@ from ehrgen.errors import InputError
 
 from . import jobs
 from .array import cmd_generate, cmd_merge
-from .cli import Args, LaunchError, absolute, compose_config, fix_paths, parse_args, say
+from .blocks import run_blocks
+from .cli import Args, LaunchError, absolute, compose_config, fix_paths, parse_args, parse_value, say
 from .executor import ExecutorSpec
 from .monitor import Task, wait_for
 
@@ -117,7 +123,10 @@ def cmd_evaluate(args: Args) -> int:
         if OmegaConf.is_missing(cfg, key):
             raise InputError(f"{key}=PATH is required")
     out_dir = absolute(cfg.out_dir)
-    if out_dir.exists() and not cfg.overwrite:
+    n_blocks = parse_value(args.options.get("blocks", "1"))
+    if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
+        raise InputError(f"blocks={n_blocks!r}: expected a positive integer")
+    if out_dir.exists() and not cfg.overwrite and n_blocks == 1:
         raise InputError(f"{out_dir} already exists; pass overwrite=true to replace it")
     spec = ExecutorSpec.from_cli(args.cluster, args.executor).with_defaults(name="ehrgen-evaluate")
     with open_dict(cfg):
@@ -129,10 +138,16 @@ def cmd_evaluate(args: Args) -> int:
             # the nearest-neighbour search forks this many workers: use the CPUs the job holds
             cfg.privacy.workers = int(spec.params.get("cpus_per_task") or 1)
     fix_paths(cfg, out_dir)
+    if n_blocks > 1:  # the privacy search as a job array first; then the evaluate job below
+        cfg = run_blocks(args, cfg, spec, out_dir, n_blocks)
+        if cfg is None:
+            return 0
     describe = [
         f"real {cfg.real}, synthetic {cfg.synthetic} -> {out_dir}",
         f"privacy.workers={cfg.privacy.workers}",
     ]
+    if cfg.privacy.get("neighbours_dir"):
+        describe.append(f"privacy.neighbours_dir={cfg.privacy.neighbours_dir} (no search in this job)")
 
     def report(result: dict[str, Any]) -> None:
         say(f"evaluation written to {result['out_dir']}")

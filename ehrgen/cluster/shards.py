@@ -1,4 +1,4 @@
-"""The plan of a sharded generation and the state of its shards.
+"""The plan of a sharded generation and the state of its shards; plan files in general.
 
 ```
 out_dir/.shards/plan.json          command, generate overrides, n_patients, shards; submissions
@@ -8,6 +8,10 @@ out_dir/.shards/shard-00000/       one `python -m ehrgen.generate ... shard_inde
 Shard ``k`` of ``S`` generates patients ``[k*N//S, (k+1)*N//S)`` (ehrgen.generate's rule). A shard
 counts as done only when its cohort is complete and its generation.json matches the plan, so a
 re-run resubmits exactly the shards that are missing, incomplete or from another plan.
+
+The plan-file helpers (``read_plan``, ``write_plan``, ``plan_difference``, ``record_submission``,
+``latest_tasks``) also serve ``evaluate ... blocks=N`` (ehrgen.cluster.blocks), whose plan lists
+blocks instead of shards.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from ehrgen.errors import InputError
 
 SHARDS_DIR = ".shards"
 PLAN_FILE = "plan.json"
-# Plan fields that must match for a re-run to reuse existing shards.
-PLAN_KEYS = ("command", "n_patients", "shards", "overrides")
+# Per command: the plan fields that must match (besides "overrides") for a re-run to reuse outputs.
+PLAN_KEYS = {"generate": ("n_patients", "shards"), "evaluate": ("blocks",)}
+# Per command: what one array task produces, the key under which a submission lists them.
+UNITS = {"generate": "shards", "evaluate": "blocks"}
 
 
 def shard_range(shard: int, n: int, shards: int) -> tuple[int, int]:
@@ -59,28 +65,40 @@ def new_plan(n_patients: int, shards: int, overrides: dict[str, str]) -> dict[st
     }
 
 
-def load_plan(out_dir: Path) -> dict[str, Any] | None:
-    path = plan_path(out_dir)
+def read_plan(path: Path) -> dict[str, Any] | None:
+    """A plan file (None when absent), checked for the fields its command needs."""
     if not path.is_file():
         return None
     try:
         plan = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err.msg}); pass overwrite=true to start over") from None
-    missing = [k for k in PLAN_KEYS if k not in plan]
+    if plan.get("command") not in PLAN_KEYS:
+        raise InputError(f"{path}: lacks a known command; pass overwrite=true to start over")
+    missing = [k for k in (*PLAN_KEYS[plan["command"]], "overrides") if k not in plan]
     if missing:
         raise InputError(f"{path}: lacks {', '.join(missing)}; pass overwrite=true to start over")
     return plan
 
 
+def write_plan(path: Path, plan: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, plan)
+
+
+def load_plan(out_dir: Path) -> dict[str, Any] | None:
+    return read_plan(plan_path(out_dir))
+
+
 def save_plan(out_dir: Path, plan: dict[str, Any]) -> None:
-    shards_root(out_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(plan_path(out_dir), plan)
+    write_plan(plan_path(out_dir), plan)
 
 
 def plan_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """The first difference between two plans, in words; None when they agree."""
-    for key in ("command", "n_patients", "shards"):
+    if old["command"] != new["command"]:
+        return f"command {old['command']} in the plan, {new['command']} now"
+    for key in PLAN_KEYS[new["command"]]:
         if old[key] != new[key]:
             return f"{key} {old[key]} in the plan, {new[key]} now"
     a, b = old["overrides"], new["overrides"]
@@ -93,23 +111,23 @@ def plan_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 
 
 def record_submission(
-    out_dir: Path, plan: dict[str, Any], cluster: str, tasks: dict[str, int], folder: Path
+    path: Path, plan: dict[str, Any], cluster: str, tasks: dict[str, int], folder: Path
 ) -> None:
-    """Append one submission (task id -> shard) to the plan file."""
+    """Append one submission (task id -> shard or block) to the plan file ``path``."""
     plan.setdefault("submissions", []).append(
         {
             "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
             "cluster": cluster,
-            "shards": sorted(tasks.values()),
+            UNITS[plan["command"]]: sorted(tasks.values()),
             "tasks": tasks,
             "folder": str(folder),
         }
     )
-    save_plan(out_dir, plan)
+    write_plan(path, plan)
 
 
 def latest_tasks(plan: dict[str, Any]) -> dict[int, tuple[str, str, Path]]:
-    """Shard -> (cluster, job id, submitit folder) of its most recent submission."""
+    """Shard (block) -> (cluster, job id, submitit folder) of its most recent submission."""
     latest: dict[int, tuple[str, str, Path]] = {}
     for sub in plan.get("submissions", []):
         for job_id, shard in sub.get("tasks", {}).items():
@@ -122,10 +140,12 @@ def latest_tasks(plan: dict[str, Any]) -> dict[int, tuple[str, str, Path]]:
 
 @dataclass
 class ShardState:
+    """The output of one array task: a generate shard, or an evaluate block (ehrgen.cluster.blocks)."""
+
     shard: int
     done: bool
     reason: str  # why not done ("missing", "cohort incomplete", ...); "" when done
-    summary: dict[str, Any] | None = None  # the shard's generation.json when done
+    summary: dict[str, Any] | None = None  # the shard's generation.json (a block's metadata) when done
 
 
 def shard_state(out_dir: Path, shard: int, n: int, shards: int) -> ShardState:

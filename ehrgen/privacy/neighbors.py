@@ -10,12 +10,17 @@ pages (copy-on-write, never written) instead of receiving copies.
 
 Ties go to the lower index. Two empty records are identical (distance 0); an empty record is
 at distance 1 from every non-empty one.
+
+A search can also run over a contiguous range of query rows only (``rows=(a, b)``, one block of
+a job array): a row's neighbours do not depend on the other query rows, and :func:`concat`
+joins the parts of consecutive ranges into exactly the result of the whole search.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +32,17 @@ _G: dict = {}  # read-only inputs of the current search, inherited by forked wor
 
 @dataclass
 class Neighbours:
-    """``distance``/``index`` ``[n_query, k]`` ascending; ``reverse_*`` ``[n_ref]`` nearest query."""
+    """``distance``/``index`` ``[n_query, k]`` ascending; ``reverse_*`` ``[n_ref]`` nearest query.
+
+    ``reverse_similarity`` is the similarity behind ``reverse_distance``: parts of a search over
+    different query rows are merged on it (two similarities can map to one float32 distance).
+    """
 
     distance: np.ndarray
     index: np.ndarray
     reverse_distance: np.ndarray | None = None
     reverse_index: np.ndarray | None = None
+    reverse_similarity: np.ndarray | None = None
 
 
 def _similarity(q_chunk: sp.csr_matrix, q0: int, dense: np.ndarray, r0: int, buf: np.ndarray) -> np.ndarray:
@@ -55,7 +65,7 @@ def _search_range(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.nda
     enough that a chunk's similarities stay in cache for the Jaccard transform and reductions.
     """
     start, stop = task
-    query, ref = _G["query"], _G["ref"]
+    query, ref, off = _G["query"], _G["ref"], _G["q_offset"]  # query rows are off + 0..nq-1
     k, rb, qc, self_match, want_rev = _G["k"], _G["rb"], _G["qc"], _G["self_match"], _G["reverse"]
     nq = query.shape[0]
     chunks = [(q0, query[q0 : q0 + qc]) for q0 in range(0, nq, qc)]
@@ -73,13 +83,13 @@ def _search_range(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.nda
             sim = _similarity(q_chunk, q0, dense, r0, buf)
             rows = np.arange(sim.shape[0])
             if self_match:
-                own = np.arange(max(q0, r0), min(q0 + sim.shape[0], r1))
-                sim[own - q0, own - r0] = -np.inf
+                own = np.arange(max(off + q0, r0), min(off + q0 + sim.shape[0], r1))
+                sim[own - off - q0, own - r0] = -np.inf
             if want_rev:
                 m = sim.max(0)
                 upd = np.flatnonzero(m > col_v)  # strict: an earlier (lower) query keeps a tie
                 if upd.size:
-                    col_i[upd] = q0 + (sim[:, upd] == m[upd]).argmax(0)
+                    col_i[upd] = off + q0 + (sim[:, upd] == m[upd]).argmax(0)
                     col_v[upd] = m[upd]
             kk = min(k, sim.shape[1])
             cand_v = np.full((len(rows), k), -np.inf, dtype=np.float32)
@@ -132,6 +142,7 @@ def nearest(
     workers: int = 1,
     block: int = 512,
     chunk: int = 256,
+    rows: tuple[int, int] | None = None,
 ) -> Neighbours:
     """Exact ``k`` nearest reference rows of every query row (and optionally the reverse).
 
@@ -140,6 +151,8 @@ def nearest(
     ``block`` reference rows are densified at a time (``V x block`` float32 per worker) and
     ``chunk`` query rows are scored against them at once, so a worker's memory beyond the
     shared inputs is ``O(V * block + chunk * block + n_query * k)``.
+    ``rows=(a, b)``: search query rows ``a:b`` only (``distance``/``index`` ``[b - a, k]``; the
+    reverse is then the nearest among those rows; indices stay those of the whole ``query``).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown distance {metric!r}; expected one of {', '.join(METRICS)}")
@@ -148,6 +161,12 @@ def nearest(
     nq, nr = query.shape[0], ref.shape[0]
     if nr == 0 or nq == 0:
         raise ValueError("nearest-neighbour search needs non-empty query and reference sets")
+    a, b = (0, nq) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= a <= b <= nq:
+        raise ValueError(f"rows={rows}: expected 0 <= start <= stop <= {nq} query rows")
+    if a == b:
+        return _empty(k, nr, reverse)
+    # the marker is decided on the whole query set, so that every range sees the same vectors
     query, ref = _with_empty_marker(
         sp.csr_matrix(query, dtype=np.float32), sp.csr_matrix(ref, dtype=np.float32)
     )
@@ -157,7 +176,8 @@ def nearest(
     edges = np.linspace(0, nr, n_tasks + 1).astype(int)
     tasks = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
     _G.update(
-        query=query,
+        query=query[a:b] if (a, b) != (0, nq) else query,
+        q_offset=a,
         ref=ref,
         metric=metric,
         k=k,
@@ -165,7 +185,7 @@ def nearest(
         qc=int(max(1, chunk)),
         self_match=self_match,
         reverse=reverse,
-        q_size=_sizes(query, metric),
+        q_size=_sizes(query, metric)[a:b],
         r_size=_sizes(ref, metric),
     )
     try:
@@ -181,8 +201,38 @@ def nearest(
         best_v, best_i = _merge(best_v, best_i, v, i, k)
     out = Neighbours(_to_distance(best_v), best_i)
     if reverse:
-        out.reverse_distance = _to_distance(np.concatenate([p[2] for p in parts]))
+        out.reverse_similarity = np.concatenate([p[2] for p in parts])
+        out.reverse_distance = _to_distance(out.reverse_similarity)
         out.reverse_index = np.concatenate([p[3] for p in parts])
+    return out
+
+
+def _empty(k: int, n_ref: int, reverse: bool) -> Neighbours:
+    """The result over no query rows (a block past the end of a small query set)."""
+    out = Neighbours(np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
+    if reverse:
+        out.reverse_similarity = np.full(n_ref, -np.inf, np.float32)
+        out.reverse_distance = _to_distance(out.reverse_similarity)
+        out.reverse_index = np.full(n_ref, -1, np.int64)
+    return out
+
+
+def concat(parts: Sequence[Neighbours]) -> Neighbours:
+    """One search's result from its parts over consecutive query row ranges, in row order.
+
+    Forward results are concatenated; the reverse keeps, per reference row, the most similar
+    query of all parts and, on ties, the earlier part's (the lower query index, as one search).
+    """
+    if not parts:
+        raise ValueError("concat needs at least one part")
+    out = Neighbours(np.concatenate([p.distance for p in parts]), np.concatenate([p.index for p in parts]))
+    if parts[0].reverse_similarity is None:
+        return out
+    best_v, best_i = parts[0].reverse_similarity.copy(), parts[0].reverse_index.copy()
+    for p in parts[1:]:
+        better = p.reverse_similarity > best_v  # strict: the earlier part keeps a tie
+        best_v[better], best_i[better] = p.reverse_similarity[better], p.reverse_index[better]
+    out.reverse_similarity, out.reverse_distance, out.reverse_index = best_v, _to_distance(best_v), best_i
     return out
 
 

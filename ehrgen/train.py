@@ -158,7 +158,9 @@ def main(cfg: DictConfig) -> float | None:
     _print_summary(summary)
     objective = str(cfg.get("objective") or "val/loss")
     value = summary["metrics"].get(objective)
-    if value is None and cfg.get("objective"):  # a typo would otherwise fail every trial silently
+    # In a sweep a missing objective (a typo, validation switched off) would fail or mislead
+    # every trial; a single run without it (no validation) is fine and returns None.
+    if value is None and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise InputError(
             f"objective={objective} was not logged; logged metrics: {sorted(summary['metrics'])}"
         )

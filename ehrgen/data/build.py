@@ -57,7 +57,9 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
         [
             tables.patients.select("subject_id", "sex"),
             tables.visits.select("subject_id", "visit_id", "time", "age"),
-            tables.diagnoses.select("subject_id", "visit_id", "seq", normalize_code_expr("code").alias("code")),
+            tables.diagnoses.select(
+                "subject_id", "visit_id", "seq", normalize_code_expr("code").alias("code")
+            ),
         ],
         engine="streaming",
     )

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # config only, never data
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    with warnings.catch_warnings():
+        # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself is
+        # stateful; the DataModule restores the data position (state_dict) and RestoreRNG the RNG,
+        # and tests/test_train.py checks the resumed losses equal an uninterrupted run's.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     if cfg.get("test") and best:

@@ -5,8 +5,9 @@ Shard k of S runs ``ehrgen.generate`` with ``shard_index=k num_shards=S`` into
 submission, so the same command run again waits for shards still running, resubmits the missing
 or broken ones only, and merges. A shard that fails twice in one launch stops it.
 
-The array machinery (``active_tasks``, ``submit_array``, ``wait_and_retry``, ``throughput``) is
-shared with ``evaluate ... blocks=N`` (ehrgen.cluster.blocks): a "unit" is a shard or a block.
+The array machinery (``run_array``: submit, wait, resubmit failures once; ``active_tasks``,
+``submit_array``, ``throughput``) is shared with ``evaluate ... blocks=N`` (ehrgen.cluster.blocks):
+a "unit" is a shard or a block.
 """
 
 from __future__ import annotations
@@ -186,6 +187,47 @@ def wait_and_retry(
             tasks = resubmit(retry)
 
 
+def run_array(
+    args: Args, spec: ExecutorSpec, unit: str, states: list[shards.ShardState], attached: dict[int, Task],
+    submit: Callable[[list[int]], dict[int, Task]], state: Callable[[int], shards.ShardState],
+    print_plan: Callable[[list[int]], None], start: Callable[[], None], words: tuple[str, str], not_waiting: str,
+) -> bool:  # fmt: skip
+    """Submit the units of ``states`` not done (``attached``: still running from an earlier launch),
+    wait, resubmit failures once. True when every unit is done; False after a dry run or --no-wait.
+
+    ``start`` persists the plan before anything is submitted; ``words``: what redoing a unit is
+    called and what a finished one is ("generating it again", "complete").
+    """
+    redo, finished = words
+    todo = [s.shard for s in states if not s.done]
+    if attached and spec.cluster != "slurm":
+        raise InputError(
+            f"{unit}s {compact(list(attached))} still run on SLURM (job {next(iter(attached.values())).job_id}); "
+            f"wait for them or scancel them before cluster={spec.cluster}"
+        )
+    if args.dry_run:
+        print_plan(todo)
+        say("dry run: nothing submitted")
+        return False
+    start()
+    for s in states:
+        if not s.done and s.reason != "missing" and s.shard not in attached:
+            say(f"{unit} {s.shard}: {s.reason}; {redo}")
+    tasks = dict(attached)
+    new = [k for k in todo if k not in attached]
+    if new:
+        tasks.update(submit(new))
+    elif not todo:
+        say(f"all {len(states)} {unit}(s) already {finished}")
+    if attached:
+        say(f"waiting for {unit}s {compact(list(attached))} submitted earlier")
+    if not args.wait:
+        say(not_waiting)
+        return False
+    wait_and_retry(tasks, spec.cluster, dict.fromkeys(new, 1), state, submit, unit=unit)
+    return True
+
+
 # ----------------------------------------------------------------------------- generate
 
 
@@ -314,39 +356,24 @@ def cmd_generate(args: Args) -> int:
         states = [shards.shard_state(out_dir, k, n, n_shards) for k in range(n_shards)]
     todo = [s.shard for s in states if not s.done]
     attached = active_tasks(plan, todo) if existing is not None else {}
-    if attached and spec.cluster != "slurm":
-        raise InputError(
-            f"shards {compact(list(attached))} still run on SLURM (job {next(iter(attached.values())).job_id}); "
-            f"wait for them or scancel them before cluster={spec.cluster}"
-        )
-    if args.dry_run:
-        _print_generate_plan(args, spec, out_dir, n, n_shards, todo, attached, states, formats)
-        say("dry run: nothing submitted")
-        return 0
-    if existing is None:
-        shards.save_plan(out_dir, plan)
-    for s in states:
-        if not s.done and s.reason != "missing" and s.shard not in attached:
-            say(f"shard {s.shard}: {s.reason}; generating it again")
-    tasks = dict(attached)
-    submit = [k for k in todo if k not in attached]
-    if submit:
-        tasks.update(_submit_shards(spec, cfg, out_dir, n_shards, submit, plan))
-    elif not todo:
-        say(f"all {n_shards} shard(s) already complete")
-    if attached:
-        say(f"waiting for shards {compact(list(attached))} submitted earlier")
-    if not args.wait:
-        say(f"not waiting; when the jobs are done run: python submitit_launch.py merge out_dir={out_dir}")
-        return 0
 
-    wait_and_retry(
-        tasks,
-        spec.cluster,
-        dict.fromkeys(submit, 1),
-        lambda k: shards.shard_state(out_dir, k, n, n_shards),
-        lambda retry: _submit_shards(spec, cfg, out_dir, n_shards, retry, plan),
-    )
+    def start() -> None:
+        if existing is None:
+            shards.save_plan(out_dir, plan)
+
+    done = run_array(
+        args, spec, "shard", states, attached,
+        submit=lambda ks: _submit_shards(spec, cfg, out_dir, n_shards, ks, plan),
+        state=lambda k: shards.shard_state(out_dir, k, n, n_shards),
+        print_plan=lambda todo: _print_generate_plan(
+            args, spec, out_dir, n, n_shards, todo, attached, states, formats
+        ),
+        start=start,
+        words=("generating it again", "complete"),
+        not_waiting=f"not waiting; when the jobs are done run: python submitit_launch.py merge out_dir={out_dir}",
+    )  # fmt: skip
+    if not done:
+        return 0
     return _finish_generate(out_dir, plan, formats, overwrite)
 
 

@@ -30,7 +30,7 @@ from ehrgen.privacy import blocks as pblocks
 from ehrgen.privacy import suite
 
 from . import jobs, shards
-from .array import active_tasks, submit_array, throughput, wait_and_retry
+from .array import active_tasks, run_array, submit_array, throughput
 from .cli import Args, compact, say
 from .executor import ExecutorSpec
 from .monitor import Task
@@ -243,43 +243,24 @@ def run_blocks(
         states = [block_state(root, k, n_blocks) for k in range(n_blocks)]
     todo = [s.shard for s in states if not s.done]
     attached = active_tasks(plan, todo, unit="block") if existing is not None else {}
-    if attached and spec.cluster != "slurm":
-        raise InputError(
-            f"blocks {compact(list(attached))} still run on SLURM (job {next(iter(attached.values())).job_id}); "
-            f"wait for them or scancel them before cluster={spec.cluster}"
-        )
-    if args.dry_run:
-        _print_plan(args, spec, out_dir, n_blocks, sizes, shapes, todo, attached, states)
-        say("dry run: nothing submitted")
+
+    def start() -> None:
+        if discard:
+            shutil.rmtree(root)
+        if existing is None:
+            shards.write_plan(plan_file(out_dir), plan)
+
+    done = run_array(
+        args, spec, "block", states, attached,
+        submit=lambda ks: _submit_blocks(spec, cfg, out_dir, n_blocks, ks, plan),
+        state=lambda k: block_state(root, k, n_blocks),
+        print_plan=lambda todo: _print_plan(args, spec, out_dir, n_blocks, sizes, shapes, todo, attached, states),
+        start=start,
+        words=("computing it again", "computed"),
+        not_waiting="not waiting; when the jobs are done run the same command again: it then submits the evaluate job",
+    )  # fmt: skip
+    if not done:
         return None
-    if discard:
-        shutil.rmtree(root)
-    if existing is None:
-        shards.write_plan(plan_file(out_dir), plan)
-    for s in states:
-        if not s.done and s.reason != "missing" and s.shard not in attached:
-            say(f"block {s.shard}: {s.reason}; computing it again")
-    tasks = dict(attached)
-    submit = [k for k in todo if k not in attached]
-    if submit:
-        tasks.update(_submit_blocks(spec, cfg, out_dir, n_blocks, submit, plan))
-    elif not todo:
-        say(f"all {n_blocks} block(s) already computed")
-    if attached:
-        say(f"waiting for blocks {compact(list(attached))} submitted earlier")
-    if not args.wait:
-        say(
-            "not waiting; when the jobs are done run the same command again: it then submits the evaluate job"
-        )
-        return None
-    wait_and_retry(
-        tasks,
-        spec.cluster,
-        dict.fromkeys(submit, 1),
-        lambda k: block_state(root, k, n_blocks),
-        lambda retry: _submit_blocks(spec, cfg, out_dir, n_blocks, retry, plan),
-        unit="block",
-    )
     say(f"all {n_blocks} block(s) computed -> {root}")
     final = cfg.copy()
     with open_dict(final):

@@ -30,9 +30,9 @@ import pyarrow as pa
 
 from ehrgen.data.cohort import Cohort, stable_hash
 from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, rule_membership
-from ehrgen.data.vocab import EOS, VISIT_START, HierarchicalTokenizer
+from ehrgen.data.vocab import VISIT_START, HierarchicalTokenizer
 from ehrgen.errors import InputError
-from ehrgen.sampling.sampler import _offsets, counter_uniforms, patient_keys
+from ehrgen.sampling.sampler import _offsets, counter_uniforms, patient_keys, visit_structure
 
 STATS_VERSION = 1
 DEFAULT_AGE_EDGES: tuple[float, ...] = (1.0, 18.0, 45.0, 65.0)  # bands <1, 1-17, 18-44, 45-64, 65+
@@ -204,11 +204,7 @@ class CodeExpander:
         take the patient's real codes of that category and visit instead of drawn ones.
         """
         tokens = np.asarray(tokens, dtype=np.int64)
-        n, width = tokens.shape
-        ended = tokens == EOS
-        stop = np.where(ended.any(1), ended.argmax(1), width)
-        valid = np.arange(width)[None, :] < stop[:, None]
-        opens = (tokens == VISIT_START) & valid
+        valid, opens = visit_structure(tokens)
         is_cat = (tokens >= self.cat_lo) & (tokens < self.code_lo) & valid
         row, col = np.nonzero(is_cat)
         cat = tokens[is_cat] - self.cat_lo

@@ -377,11 +377,7 @@ def tokens_to_visits(tokens: np.ndarray, items: Sequence[str] | pa.Array, lo: in
     """
     table = items if isinstance(items, pa.Array) else pa.array(list(items), type=pa.string())
     tokens = np.asarray(tokens, dtype=np.int64)
-    n, width = tokens.shape
-    ended = tokens == EOS
-    stop = np.where(ended.any(1), ended.argmax(1), width)
-    valid = np.arange(width)[None, :] < stop[:, None]
-    opens = (tokens == VISIT_START) & valid
+    valid, opens = visit_structure(tokens)
     is_item = (tokens >= lo) & (tokens < lo + len(table)) & valid
     visits_per_patient = opens.sum(1)
     visit_of = np.cumsum(opens.ravel())[is_item.ravel()] - 1  # items always follow their <v>
@@ -389,6 +385,16 @@ def tokens_to_visits(tokens: np.ndarray, items: Sequence[str] | pa.Array, lo: in
     values = table.take(pa.array(tokens[is_item] - lo))
     inner = pa.ListArray.from_arrays(_offsets(codes_per_visit), values)
     return pa.ListArray.from_arrays(_offsets(visits_per_patient), inner)
+
+
+def visit_structure(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(valid, opens)`` for ``[B, L]`` sequences: positions before each row's ``</s>``, and the
+    ``<v>`` markers among them."""
+    width = tokens.shape[1]
+    ended = tokens == EOS
+    stop = np.where(ended.any(1), ended.argmax(1), width)
+    valid = np.arange(width)[None, :] < stop[:, None]
+    return valid, (tokens == VISIT_START) & valid
 
 
 def _offsets(counts: np.ndarray) -> pa.Array:

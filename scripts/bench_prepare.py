@@ -1,13 +1,15 @@
 """Benchmark `ehrgen.prepare` against the naive approach it replaces, in the same run.
 
-    python scripts/bench_prepare.py --sizes 50000 500000 --baseline-max 50000
+    python scripts/bench_prepare.py --sizes 50000 500000 --baseline-max 50000 --repeats 3
 
 For each size the simulator writes a MIMIC-III-format raw dataset (untimed). Then, each in a
 fresh subprocess so peak RSS is its own:
   - ehrgen:   `python -m ehrgen.prepare data=mimic3 data.raw_dir=RAW data.cohort_dir=OUT`
   - baseline: pandas read_csv of the three tables, a Python groupby into dicts, one JSON file
               (the approach of the system ehrgen replaces).
-Reports wall time, diagnosis rows/s and peak RSS, and the baseline/ehrgen ratios.
+The contenders alternate ``--repeats`` times (this machine is shared and noisy); each figure is
+the median over the repeats. Reports wall time, CPU time, diagnosis rows/s and peak RSS, and the
+baseline/ehrgen ratios.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,12 +102,17 @@ def _child(kind: str, raw: Path, out: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _median(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 500_000])
     parser.add_argument("--baseline-max", type=int, default=50_000, help="largest size the baseline runs at")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per contender (median)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", choices=["ehrgen", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
@@ -124,9 +132,13 @@ def main() -> None:
             counts = write_mimic3_csvs(raw, n_patients=n, seed=0)
             n_dx = counts["DIAGNOSES_ICD"]
             result = {"patients": n, "diagnosis_rows": n_dx}
-            result["ehrgen"] = _child("ehrgen", raw, Path(tmp) / f"cohort-{n}")
-            if n <= args.baseline_max:
-                result["baseline"] = _child("baseline", raw, Path(tmp) / f"cohort-{n}.json")
+            kinds = ["ehrgen", "baseline"] if n <= args.baseline_max else ["ehrgen"]
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for _ in range(args.repeats):
+                for kind in kinds:
+                    out = Path(tmp) / (f"cohort-{n}" if kind == "ehrgen" else f"cohort-{n}.json")
+                    runs[kind].append(_child(kind, raw, out))
+            result.update({kind: _median(r) for kind, r in runs.items()})
             rows.append(result)
             print(json.dumps(result), file=sys.stderr)
 

@@ -12,8 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ehrgen.data.build import load_cooccurrence
+from ehrgen.data.build import load_cooccurrence, visit_code_lists
 from ehrgen.data.cohort import Cohort, assign_splits
+from ehrgen.data.sources.base import scan_table
 from ehrgen.errors import InputError
 from ehrgen.prepare import cohort_dir_for, run
 
@@ -272,3 +273,55 @@ def test_cohort_reader_errors(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(InputError, match="not a complete cohort"):
         Cohort(tmp_path / "half")
+
+
+def test_visit_code_lists_orders_by_seq_and_keeps_first_mention() -> None:
+    dx = pl.DataFrame(
+        {
+            "visit_id": [7, 7, 7, 7, 3, 3, 9],
+            "seq": [1, 2, 3, 4, 1, 2, None],
+            "code": ["4019", "25000", "4019", "V5861", "E8497", "4280", "4280"],
+        }
+    )
+    want = {7: ["4019", "25000", "V5861"], 3: ["E8497", "4280"], 9: ["4280"]}
+    got = dict(visit_code_lists(dx).iter_rows())
+    assert got == want
+    # Rows out of (visit, seq) order, visits interleaved and null seqs take the sorting path.
+    shuffled = dx.with_columns(pl.col("code").cast(pl.Categorical)).sample(fraction=1.0, shuffle=True, seed=3)
+    assert dict(visit_code_lists(shuffled).iter_rows()) == want
+    nulls = pl.DataFrame({"visit_id": [1, 1, 1], "seq": [None, 2, 1], "code": ["A", "B", "C"]})
+    assert dict(visit_code_lists(nulls).iter_rows()) == {1: ["C", "B", "A"]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_visit_code_lists_paths_agree_on_random_tables(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 2000
+    ordered = pl.DataFrame(
+        {
+            "visit_id": np.sort(rng.integers(0, 150, n)),
+            "seq": rng.integers(0, 40, n),
+            "code": rng.choice([f"{c:03d}" for c in range(60)], n),
+        }
+    ).sort("visit_id", "seq", maintain_order=True)
+    fast = visit_code_lists(ordered).sort("visit_id")
+    slow = visit_code_lists(ordered.sample(fraction=1.0, shuffle=True, seed=seed)).sort("visit_id")
+    assert fast["visit_id"].to_list() == slow["visit_id"].to_list()
+    # Ties in seq may legitimately order differently once rows are shuffled; sets and first
+    # positions by seq must agree.
+    for visit, codes in [*fast.iter_rows(), *slow.iter_rows()]:
+        first = ordered.filter(pl.col("visit_id") == visit).group_by("code").agg(pl.col("seq").min())
+        seq_of = dict(first.iter_rows())
+        assert sorted(codes) == sorted(seq_of)
+        assert [seq_of[c] for c in codes] == sorted(seq_of.values())
+
+
+def test_scan_table_types_columns_while_reading(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text('Subject_ID,ICD9_CODE\n" 12",4019\nabc,V586\n1.5,x\n,25000\n+7,\n')
+    df = scan_table(path, {"subject_id": pl.Int64, "icd9_code": pl.Utf8}).collect()
+    assert df.columns == ["subject_id", "icd9_code"]
+    assert df["subject_id"].to_list() == [12, None, None, None, 7]
+    assert df["icd9_code"].to_list() == ["4019", "V586", "x", "25000", None]
+    with pytest.raises(InputError, match=r"missing column\(s\) hadm_id; found Subject_ID, ICD9_CODE"):
+        scan_table(path, {"subject_id": pl.Int64, "hadm_id": pl.Int64})

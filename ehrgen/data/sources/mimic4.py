@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from ehrgen.data.codes import normalize_code_expr
-from ehrgen.data.sources.base import SourceTables, find_table, parse_datetime, parse_sex, scan_table, to_int
+from ehrgen.data.sources.base import SourceTables, find_table, parse_datetime, parse_sex, scan_table
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,15 @@ class Mimic4Source:
             "diagnoses_icd",
             "MIMIC-IV hosp/diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
         )
-        patients = scan_table(patients_csv, ["subject_id", "gender", "anchor_age", "anchor_year"]).select(
-            to_int("subject_id").alias("subject_id"),
-            parse_sex("gender").alias("sex"),
-            to_int("anchor_age").alias("anchor_age"),
-            to_int("anchor_year").alias("anchor_year"),
-        )
-        admissions = scan_table(admissions_csv, ["subject_id", "hadm_id", "admittime"]).select(
-            to_int("subject_id").alias("subject_id"),
-            to_int("hadm_id").alias("visit_id"),
+        patients = scan_table(
+            patients_csv,
+            {"subject_id": pl.Int64, "gender": pl.Utf8, "anchor_age": pl.Int64, "anchor_year": pl.Int64},
+        ).select("subject_id", parse_sex("gender").alias("sex"), "anchor_age", "anchor_year")
+        admissions = scan_table(
+            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}
+        ).select(
+            "subject_id",
+            pl.col("hadm_id").alias("visit_id"),
             parse_datetime("admittime").alias("time"),
         )
         visits = admissions.join(
@@ -84,13 +84,20 @@ class Mimic4Source:
         )
 
         all_diagnoses = scan_table(
-            diagnoses_csv, ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]
-        ).with_columns(to_int("icd_version").alias("icd_version"))
+            diagnoses_csv,
+            {
+                "subject_id": pl.Int64,
+                "hadm_id": pl.Int64,
+                "seq_num": pl.Int64,
+                "icd_code": pl.Categorical,
+                "icd_version": pl.Int64,
+            },
+        )
         drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
         diagnoses = all_diagnoses.filter(pl.col("icd_version") == self.icd_version).select(
-            to_int("subject_id").alias("subject_id"),
-            to_int("hadm_id").alias("visit_id"),
-            to_int("seq_num").alias("seq"),
+            "subject_id",
+            pl.col("hadm_id").alias("visit_id"),
+            pl.col("seq_num").alias("seq"),
             pl.col("icd_code").alias("code"),
         )
 
@@ -134,7 +141,7 @@ class Mimic4Source:
         except InputError:
             return None
         return (
-            scan_table(titles_csv, ["icd_code", "icd_version", "long_title"])
-            .filter(to_int("icd_version") == self.icd_version)
+            scan_table(titles_csv, {"icd_code": pl.Utf8, "icd_version": pl.Int64, "long_title": pl.Utf8})
+            .filter(pl.col("icd_version") == self.icd_version)
             .select(normalize_code_expr("icd_code").alias("code"), pl.col("long_title").alias("description"))
         )

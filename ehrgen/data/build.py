@@ -57,14 +57,15 @@ def _normalised_codes(raw: pl.Series) -> pl.DataFrame:
 def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
     """``visit_id, codes``: each visit's distinct codes in ``seq`` order, a code at its first mention."""
     visit, seq = pl.col("visit_id"), pl.col("seq")
-    same_visit = (visit == visit.shift()).fill_null(False)
-    runs, out_of_order = dx.select(
-        (~same_visit).sum().alias("runs"),
-        ((same_visit & (seq < seq.shift())).sum() + seq.null_count()).alias("out_of_order"),
-    ).row(0)
-    codes = dx.group_by("visit_id").agg(pl.col("code"))
-    if out_of_order or codes.height != runs:
-        # Rows are not in (visit, seq_num) order, as MIMIC ships them: order each visit (2x slower).
+    out_of_order = dx.select(((visit == visit.shift()) & (seq < seq.shift())).sum() + seq.null_count()).item()
+    # Grouping runs of equal visit_id is a sorted-key group-by (no hashing, 5x faster); it is
+    # right when each visit is one run already in seq order, as MIMIC ships its rows.
+    codes = (
+        dx.with_columns(visit.rle_id().alias("run"))
+        .group_by("run", maintain_order=True)
+        .agg(visit.first(), pl.col("code"))
+    )
+    if out_of_order or codes["visit_id"].n_unique() != codes.height:
         codes = dx.group_by("visit_id").agg(
             pl.col("code").sort_by("seq", nulls_last=True, maintain_order=True)
         )

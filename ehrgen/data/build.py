@@ -58,13 +58,14 @@ def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
     """``visit_id, codes``: each visit's distinct codes in ``seq`` order, a code at its first mention."""
     visit, seq = pl.col("visit_id"), pl.col("seq")
     out_of_order = dx.select(((visit == visit.shift()) & (seq < seq.shift())).sum() + seq.null_count()).item()
-    # Grouping runs of equal visit_id is a sorted-key group-by (no hashing, 5x faster); it is
-    # right when each visit is one run already in seq order, as MIMIC ships its rows.
-    codes = (
-        dx.with_columns(visit.rle_id().alias("run"))
-        .group_by("run", maintain_order=True)
-        .agg(visit.first(), pl.col("code"))
-    )
+    if not out_of_order:
+        # Runs of equal visit_id group by a sorted key (no hashing, 5x faster); right when each
+        # visit is one run, as MIMIC ships its rows.
+        codes = (
+            dx.with_columns(visit.rle_id().alias("run"))
+            .group_by("run", maintain_order=True)
+            .agg(visit.first(), pl.col("code"))
+        )
     if out_of_order or codes["visit_id"].n_unique() != codes.height:
         codes = dx.group_by("visit_id").agg(
             pl.col("code").sort_by("seq", nulls_last=True, maintain_order=True)
@@ -81,7 +82,6 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     """
     drops = dict(tables.drops)
 
-    # One call, so polars reads the three tables concurrently (they share no work).
     patients, visits, dx = pl.collect_all(
         [
             tables.patients.select("subject_id", "sex"),
@@ -118,8 +118,7 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     _count_drop(drops, "admission_negative_age", (visits["age"] < 0).sum())
     visits = visits.filter(pl.col("age") >= 0)
 
-    # -- diagnoses: one pass gives each row its fate (kept, or the first reason it is dropped);
-    # each distinct raw code is normalised and validated once, not once per row.
+    # -- diagnoses: each distinct raw code is normalised and validated once, not once per row.
     dx = dx.with_columns(pl.col("code").cast(pl.Categorical))
     code_map = _normalised_codes(dx["code"].unique().drop_nulls())
     visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))

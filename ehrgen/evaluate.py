@@ -22,8 +22,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.config import CONFIG_DIR
-from ehrgen.data.cohort import atomic_directory, write_json_atomic
-from ehrgen.errors import InputError
+from ehrgen.data.cohort import atomic_directory, check_output, write_json_atomic
+from ehrgen.errors import InputError, one_line_errors
 from ehrgen.metrics.bootstrap import BootstrapConfig, bootstrap, metric_entry
 from ehrgen.metrics.cohort_arrays import Level, patient_stats
 from ehrgen.metrics.conditioning import classifier_accuracy, stratum_fidelity, stratum_name
@@ -233,13 +233,17 @@ def neighbour_block(cfg: DictConfig, block: int, n_blocks: int, directory: str |
     return meta
 
 
+def _inputs(cfg: DictConfig) -> list[Any]:
+    """Paths this evaluation reads: out_dir may never replace one of them."""
+    privacy = cfg.get("privacy") or {}
+    return [cfg.real, cfg.synthetic, cfg.holdout, cfg.get("ckpt"), privacy.get("neighbours_dir")]
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate and write the report; returns the metrics.json payload."""
     if cfg.out_dir in (None, "", "???"):
         raise InputError("out_dir=PATH is required (a new directory for metrics.json and report.html)")
-    out_dir = Path(str(cfg.out_dir)).expanduser().absolute()
-    if out_dir.exists() and not cfg.overwrite:
-        raise InputError(f"{out_dir} already exists; pass overwrite=true to replace it")
+    out_dir = check_output(cfg.out_dir, bool(cfg.overwrite), "evaluation", _inputs(cfg))
     if int(cfg.bootstrap.n) < 0 or int(cfg.bootstrap.chunk) < 1:
         raise InputError("bootstrap.n must be >= 0 and bootstrap.chunk >= 1")
     model_fn = _model_metrics_fn(cfg) if cfg.ckpt is not None else None
@@ -289,7 +293,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "timings_s": {**timings, "total": round(time.perf_counter() - t0, 3)},
         "metrics": metrics,
     }
-    with atomic_directory(out_dir, overwrite=bool(cfg.overwrite)) as tmp:
+    with atomic_directory(out_dir, bool(cfg.overwrite), kind="evaluation", inputs=_inputs(cfg)) as tmp:
         if cfg.report.enabled:
             (tmp / "figures").mkdir()
             for name, png in figs.items():
@@ -334,11 +338,9 @@ def _finite(obj: Any) -> Any:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from ehrgen.config import CONFIG_DIR
-from ehrgen.data.cohort import Cohort, atomic_directory, write_json_atomic
+from ehrgen.data.cohort import Cohort, atomic_directory, check_output, write_json_atomic
 from ehrgen.data.corruption import content_mask
 from ehrgen.data.datamodule import truncate_oldest
 from ehrgen.data.vocab import (
@@ -46,8 +46,9 @@ from ehrgen.data.vocab import (
     HierarchicalTokenizer,
     tokenizer_from_dict,
 )
-from ehrgen.errors import InputError
+from ehrgen.errors import InputError, one_line_errors
 from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
+from ehrgen.options import number
 from ehrgen.sampling.constraints import VisitConstraints
 from ehrgen.sampling.demographics import DemographicsModel, requested_demographics
 from ehrgen.sampling.hierarchical import CodeExpander, GivenCodes
@@ -228,18 +229,6 @@ class DemographicsPlan:
 # ----------------------------------------------------------------------------- run
 
 
-def _number(cfg: DictConfig, key: str, kind: type = int) -> Any:
-    value = cfg.get(key)
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise InputError(
-            f"{key}={value!r}: expected a {'whole number' if kind is int else 'number'}"
-        ) from None
-
-
 def _check_options(cfg: DictConfig) -> tuple[list[str], int, int]:
     raw = cfg.formats or []
     formats = [str(raw)] if isinstance(raw, str) else [str(f) for f in raw]  # formats=cohort works too
@@ -257,7 +246,7 @@ def _check_options(cfg: DictConfig) -> tuple[list[str], int, int]:
         ("keep_fraction", float),
         ("id_offset", int),
     ):
-        _number(cfg, key, kind)
+        number(cfg, key, kind)
     k, shards = int(cfg.shard_index), int(cfg.num_shards)
     if shards < 1 or not 0 <= k < shards:
         raise InputError(f"shard_index={k}, num_shards={shards}: expected 0 <= shard_index < num_shards")
@@ -272,10 +261,13 @@ def _check_options(cfg: DictConfig) -> tuple[list[str], int, int]:
         raise InputError(f"n_patients must be > 0, got {cfg.n_patients}")
     if not 0.0 <= float(cfg.keep_fraction) <= 1.0:
         raise InputError(f"keep_fraction must lie in [0, 1], got {cfg.keep_fraction}")
-    out = Path(str(cfg.out_dir)).expanduser().absolute()
-    if out.exists() and not cfg.overwrite:
-        raise InputError(f"{out} already exists; pass overwrite=true to replace it")
+    check_output(cfg.out_dir, bool(cfg.overwrite), "generation", _inputs(cfg))
     return formats, k, shards
+
+
+def _inputs(cfg: DictConfig) -> list[Any]:
+    """Paths this command reads: out_dir may never replace one of them."""
+    return [cfg.ckpt, cfg.get("cohort"), cfg.get("demographics_csv")]
 
 
 def _device(name: str) -> torch.device:
@@ -430,7 +422,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ),
     }
     started = time.perf_counter()
-    with atomic_directory(out_dir, overwrite=bool(cfg.overwrite)) as tmp:
+    with atomic_directory(out_dir, bool(cfg.overwrite), kind="generation", inputs=_inputs(cfg)) as tmp:
         writer = SyntheticCohortWriter(
             tmp / "cohort",
             id_offset=ctx["id_offset"],
@@ -488,11 +480,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run(cfg)
-    except InputError as err:
-        raise SystemExit(f"error: {err}") from None
+    summary = run(cfg)
     print(
         f"{summary['n_patients']} synthetic patients ({', '.join(summary['formats'])}) written to "
         f"{summary['out_dir']} in {summary['seconds']:.1f}s ({summary['patients_per_s']} patients/s)"

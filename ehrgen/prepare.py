@@ -18,9 +18,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.config import CONFIG_DIR
-from ehrgen.data.build import build_cohort
+from ehrgen.data.build import build_cohort, row_accounting
 from ehrgen.data.cohort import Cohort, atomic_directory
-from ehrgen.errors import InputError
+from ehrgen.errors import InputError, one_line_errors
+from ehrgen.options import check_prepare_options
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ def cohort_dir_for(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> Path:
     """Prepare the cohort described by ``cfg.data``; return its directory."""
+    check_prepare_options(cfg.data)
     source = instantiate(cfg.data.source)
     out = cohort_dir_for(cfg)
     started = time.perf_counter()
-    with atomic_directory(out, overwrite=bool(cfg.get("overwrite", False))) as tmp:
+    inputs = [getattr(source, "raw_dir", None)]
+    with atomic_directory(out, bool(cfg.get("overwrite", False)), kind="cohort", inputs=inputs) as tmp:
         scratch = tmp / ".scratch"
         scratch.mkdir()
         tables = source.load(scratch)
@@ -60,6 +63,8 @@ def run(cfg: DictConfig) -> Path:
             extra_meta={"options": OmegaConf.to_container(cfg.data, resolve=True)},
         )
         shutil.rmtree(scratch)
+    for table, rows in row_accounting(meta).items():
+        log.info("%s: %d rows = %d used + %d dropped", table, rows["input"], rows["used"], rows["dropped"])
     counts = meta["counts"]
     dropped = sum(meta["drops"].values())
     log.info(
@@ -79,10 +84,10 @@ def ensure_cohort(cfg: DictConfig) -> Cohort:
     """The configured cohort, preparing it first when it does not exist yet (training's entry)."""
     out = cohort_dir_for(cfg)
     if not (out / "metadata" / "cohort.json").is_file():
-        if out.exists() and any(out.iterdir()):
+        if out.is_file() or (out.exists() and any(out.iterdir())):
             raise InputError(
-                f"{out} exists but is not a complete cohort; remove it or run "
-                f"`python -m ehrgen.prepare ... data.cohort_dir={out} overwrite=true`"
+                f"data.cohort_dir={out} exists but is not a cohort directory; point data.cohort_dir "
+                "at a cohort written by `python -m ehrgen.prepare`, or at a new or empty folder"
             )
         log.info("cohort %s not found: preparing it from data=%s", out, cfg.data.name)
         try:
@@ -95,6 +100,7 @@ def ensure_cohort(cfg: DictConfig) -> Cohort:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     path = run(cfg)
     print(f"cohort written to {path}")

@@ -31,9 +31,10 @@ from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
 from ehrgen.data.cohort import write_json_atomic
 from ehrgen.data.vocab import build_tokenizer
-from ehrgen.errors import InputError
+from ehrgen.errors import InputError, one_line_errors
 from ehrgen.examples import log_examples, synthetic_examples
 from ehrgen.module import PromptBartModule
+from ehrgen.options import check_resume_checkpoint, check_train_options
 from ehrgen.prepare import ensure_cohort
 
 log = logging.getLogger(__name__)
@@ -66,23 +67,31 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in (node or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+def _resume_path(cfg: DictConfig, run_dir: Path, tokenizer: dict[str, Any]) -> str | None:
+    """The checkpoint to resume (``ckpt_path``, else the run dir's last.ckpt), checked to fit this run."""
     if cfg.get("ckpt_path"):
         path = Path(str(cfg.ckpt_path)).expanduser()
         if not path.is_file():
             raise InputError(f"ckpt_path={path} does not exist")
-        return str(path)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+        label = f"ckpt_path={path}"
+    else:
+        path = run_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            return None
+        label = f"{path} (resumed because paths.run_dir holds it)"
+    check_resume_checkpoint(path, cfg.model, tokenizer, label)
+    return str(path)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model described by ``cfg``; return a summary (run dir, best checkpoint, metrics)."""
+    check_train_options(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     run_dir = Path(str(cfg.paths.run_dir)).absolute()
     cohort = ensure_cohort(cfg)
     tokenizer = build_tokenizer(cohort.path, level=cfg.model.level, min_count=int(cfg.data.min_count))
+    resume = _resume_path(cfg, run_dir, tokenizer.to_dict())
     datamodule = instantiate(cfg.data.datamodule)(cohort_dir=str(cohort.path), tokenizer=tokenizer)
     module = PromptBartModule(
         model=cfg.model, tokenizer=tokenizer.to_dict(), cooc=token_cooccurrence(cohort.path, tokenizer)
@@ -110,9 +119,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings(
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        # weights_only=True explicitly: safe on every torch version and despite
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (checkpoints hold tensors and plain values only).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    best = next((c.best_model_path for c in checkpoints if c.best_model_path), None)
+    last = next((c.last_model_path for c in checkpoints if c.last_model_path), None)
     if cfg.get("test") and best:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
 
@@ -120,14 +132,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "cohort_dir": str(cohort.path),
         "best_checkpoint": best,
-        "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+        "last_checkpoint": last,
         "global_step": int(trainer.global_step),
         "metrics": {
             k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
         },
     }
     if trainer.is_global_zero:
-        ckpt = best or summary["last_checkpoint"]
+        ckpt = best or last
         n_examples = int(cfg.get("examples", 0))
         if ckpt and n_examples > 0:
             examples = synthetic_examples(
@@ -160,6 +172,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@one_line_errors
 def main(cfg: DictConfig) -> float | None:
     """Train; return the sweep objective (``objective``, default val/loss) for sweepers like Optuna."""
     summary = run(cfg)

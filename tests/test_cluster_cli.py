@@ -139,7 +139,19 @@ def test_executor_keys_reach_sbatch(tmp_path: Path) -> None:
         "slurm_partition": "gpu", "slurm_account": "proj", "slurm_qos": "high", "slurm_array_parallelism": 8,
         "slurm_signal_delay_s": 120, "slurm_setup": ["module load cuda"],
     }  # fmt: skip
-    executor = spec.make(tmp_path / "%j")
+    # no GPU key at all when none is asked for; local keeps generic keys only; debug takes none
+    assert "gpus_per_node" not in ExecutorSpec.from_cli("slurm", {}).submitit_parameters()
+    local = ExecutorSpec.from_cli("local", {"partition": "gpu", "time": "5"}).submitit_parameters()
+    assert local == {"timeout_min": 5, "nodes": 1, "cpus_per_task": 1}
+    assert ExecutorSpec.from_cli("debug", {"time": "5"}).submitit_parameters() == {}
+
+
+@pytest.mark.slurm
+def test_executor_keys_reach_sbatch_script(tmp_path: Path, slurm_cluster: dict[str, str]) -> None:
+    """submitit's SLURM executor needs a SLURM client (srun): a `slurm` test."""
+    keys = {"partition": "gpu", "time": "120", "gpus_per_node": "2", "cpus_per_task": "8", "mem_gb": "16",
+            "account": "proj", "qos": "high", "array_parallelism": "8", "setup": "['module load cuda']"}  # fmt: skip
+    executor = ExecutorSpec.from_cli("slurm", keys).make(tmp_path / "%j")
     script = submitit.slurm.slurm._make_sbatch_string(
         command="true", folder=tmp_path, map_count=20, **executor._executor.parameters
     )
@@ -147,11 +159,6 @@ def test_executor_keys_reach_sbatch(tmp_path: Path) -> None:
                  "--account=proj", "--qos=high", "--array=0-19%8", "--signal=USR2@120", "module load cuda"):  # fmt: skip
         assert line in script, line
     assert executor._executor.max_num_timeout == 3
-    # no GPU key at all when none is asked for; local keeps generic keys only; debug takes none
-    assert "gpus_per_node" not in ExecutorSpec.from_cli("slurm", {}).submitit_parameters()
-    local = ExecutorSpec.from_cli("local", {"partition": "gpu", "time": "5"}).submitit_parameters()
-    assert local == {"timeout_min": 5, "nodes": 1, "cpus_per_task": 1}
-    assert ExecutorSpec.from_cli("debug", {"time": "5"}).submitit_parameters() == {}
 
 
 @pytest.mark.parametrize(

@@ -247,8 +247,7 @@ def test_train_requeue_resumes_in_same_run_dir(slurm_cluster: dict, work: Path, 
     steps, every = 20, 5
     args = [
         "train", *TINY, f"data.cohort_dir={cohort}", f"trainer.max_steps={steps}", "+trainer.limit_val_batches=0",
-        f"callbacks.model_checkpoint.every_n_train_steps={every}", "callbacks.model_checkpoint.monitor=null",
-        "callbacks.model_checkpoint.save_top_k=0", "logger=wandb", f"paths.run_dir={run_dir}",
+        f"callbacks.step_checkpoint.every_n_train_steps={every}", "logger=wandb", f"paths.run_dir={run_dir}",
         "+callbacks.probe._target_=test_cluster_launch.Probe", f"+callbacks.probe.path={run_dir / 'probe.jsonl'}",
         "+callbacks.probe.sleep_s=0.5", *SLURM,
     ]  # fmt: skip

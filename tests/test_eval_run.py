@@ -95,8 +95,16 @@ def test_out_dir_is_not_overwritten_by_default(cohorts, tmp_path):
         run(cfg)
     assert (tmp_path / "out" / "keep.txt").exists()
     cfg.overwrite = True
-    run(cfg)
-    assert (tmp_path / "out" / "metrics.json").exists() and not (tmp_path / "out" / "keep.txt").exists()
+    with pytest.raises(InputError, match="not written by ehrgen"):  # a foreign folder is never replaced
+        run(cfg)
+    assert (tmp_path / "out" / "keep.txt").exists()
+    (tmp_path / "out" / "keep.txt").unlink()
+    run(cfg)  # an empty folder is used
+    run(cfg)  # and ehrgen's own evaluation is replaced
+    assert (tmp_path / "out" / "metrics.json").exists()
+    cfg.out_dir = str(cohorts["syn"])
+    with pytest.raises(InputError, match="an input of this command"):
+        run(cfg)
 
 
 def test_missing_and_empty_cohorts(cohorts, tmp_path):

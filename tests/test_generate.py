@@ -282,7 +282,6 @@ def test_bad_inputs_fail_before_writing(cohort: Path, ckpts: dict, tmp_path: Pat
     csv = tmp_path / "bad.csv"
     csv.write_text("age,sex\n40,F\nabc,M\n")
     existing = tmp_path / "exists"
-    existing.mkdir()
     full = f"ckpt={ckpts['full']}"
     cases = [
         ([f"ckpt={tmp_path / 'missing.ckpt'}", "n_patients=2"], "no such checkpoint"),
@@ -314,10 +313,39 @@ def test_bad_inputs_fail_before_writing(cohort: Path, ckpts: dict, tmp_path: Pat
         with pytest.raises(InputError, match=message):
             run(gen_cfg([*overrides, f"out_dir={out}"], tmp_path))
         assert not out.exists(), overrides
+    run(gen_cfg([full, "n_patients=3", f"out_dir={existing}"], tmp_path))
     with pytest.raises(InputError, match="already exists; pass overwrite=true"):
         run(gen_cfg([full, "n_patients=2", f"out_dir={existing}"], tmp_path))
     run(gen_cfg([full, "n_patients=2", f"out_dir={existing}", "overwrite=true"], tmp_path))
     assert rows(existing).height == 2
+
+
+def test_overwrite_never_replaces_inputs_or_foreign_folders(ckpts: dict, tmp_path: Path) -> None:
+    """overwrite=true replaced whatever out_dir named, e.g. the training run holding the checkpoint."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(ckpts["full"].read_bytes())
+    for out in (run_dir, run_dir / "checkpoints", ckpt):
+        with pytest.raises(InputError, match="an input of this command"):
+            run(gen_cfg([f"ckpt={ckpt}", "n_patients=2", f"out_dir={out}", "overwrite=true"], tmp_path))
+        assert ckpt.read_bytes() == ckpts["full"].read_bytes()
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("years of work")
+    with pytest.raises(InputError, match="not written by ehrgen"):
+        run(gen_cfg([f"ckpt={ckpt}", "n_patients=2", f"out_dir={foreign}", "overwrite=true"], tmp_path))
+    assert (foreign / "chapter1.tex").read_text() == "years of work"
+    # another kind of ehrgen output (the cohort inside a generation) is not replaced either
+    first = tmp_path / "first"
+    run(gen_cfg([f"ckpt={ckpt}", "n_patients=2", f"out_dir={first}"], tmp_path))
+    with pytest.raises(InputError, match="is a cohort"):
+        run(
+            gen_cfg(
+                [f"ckpt={ckpt}", "n_patients=2", f"out_dir={first / 'cohort'}", "overwrite=true"], tmp_path
+            )
+        )
+    assert rows(first).height == 2
 
 
 def test_interrupt_leaves_no_complete_looking_output(ckpts: dict, tmp_path: Path, monkeypatch) -> None:

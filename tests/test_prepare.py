@@ -12,9 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ehrgen.data.build import load_cooccurrence, visit_code_lists
+from ehrgen.data.build import load_cooccurrence, row_accounting, visit_code_lists
 from ehrgen.data.cohort import Cohort, assign_splits
-from ehrgen.data.sources.base import scan_table
+from ehrgen.data.sources.base import RawCsv
+from ehrgen.data.sources.csv_check import check_csv
 from ehrgen.errors import InputError
 from ehrgen.prepare import cohort_dir_for, run
 
@@ -319,9 +320,112 @@ def test_visit_code_lists_paths_agree_on_random_tables(seed: int) -> None:
 def test_scan_table_types_columns_while_reading(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text('Subject_ID,ICD9_CODE\n" 12",4019\nabc,V586\n1.5,x\n,25000\n+7,\n')
-    df = scan_table(path, {"subject_id": pl.Int64, "icd9_code": pl.Utf8}).collect()
+    df = RawCsv().scan(path, {"subject_id": pl.Int64, "icd9_code": pl.Utf8}, "diagnoses").collect()
     assert df.columns == ["subject_id", "icd9_code"]
     assert df["subject_id"].to_list() == [12, None, None, None, 7]
     assert df["icd9_code"].to_list() == ["4019", "V586", "x", "25000", None]
     with pytest.raises(InputError, match=r"missing column\(s\) hadm_id; found Subject_ID, ICD9_CODE"):
-        scan_table(path, {"subject_id": pl.Int64, "hadm_id": pl.Int64})
+        RawCsv().scan(path, {"subject_id": pl.Int64, "hadm_id": pl.Int64}, "diagnoses")
+
+
+# ----------------------------------------------------------------------------- strict raw reads
+
+
+def _demo_copy(mimic3_demo: Path, raw: Path) -> Path:
+    raw.mkdir()
+    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD", "D_ICD_DIAGNOSES"):
+        (raw / f"{name}.csv").write_bytes((mimic3_demo / f"{name}.csv").read_bytes())
+    return raw
+
+
+def _edit_line(path: Path, line: int, text: str | None = None, append: str = "") -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    if text is not None:
+        lines[line - 1] = text + "\n"
+    lines[line - 1] = lines[line - 1].rstrip("\n") + append + "\n"
+    path.write_text("".join(lines))
+
+
+def test_every_raw_row_is_used_or_counted(mimic3_demo: Path, tmp_path: Path, compose_cfg) -> None:
+    """Extra/missing fields, unparsable ids and blank lines were kept or lost silently."""
+    raw = _demo_copy(mimic3_demo, tmp_path / "raw")
+    clean = Cohort(_prepare(mimic3_demo, tmp_path / "clean", compose_cfg))
+    dx = raw / "DIAGNOSES_ICD.csv"
+    _edit_line(dx, 11, append=",EXTRA,EXTRA")  # too many fields
+    _edit_line(dx, 12, text="112999,10006")  # too few fields
+    _edit_line(dx, 13, text="113000,abc,142345,12,4019")  # unparsable SUBJECT_ID
+    with open(dx, "a") as f:
+        f.write("\n")  # a blank line at the end
+    _edit_line(raw / "PATIENTS.csv", 5, text="9999,abc,F,2100-01-01 00:00:00,,,,0")  # unparsable id
+    _edit_line(raw / "ADMISSIONS.csv", 3, append=",EXTRA")
+    meta = Cohort(_prepare(raw, tmp_path / "c", compose_cfg)).meta
+    assert meta["input_rows"] == {
+        t: clean.meta["input_rows"][t] + (1 if t == "diagnoses" else 0)
+        for t in ("patients", "admissions", "diagnoses")
+    }
+    assert meta["drops"]["diagnosis_malformed_row"] == 2
+    assert meta["drops"]["diagnosis_blank_line"] == 1
+    assert meta["drops"]["diagnosis_missing_id"] == 1
+    assert meta["drops"]["admission_malformed_row"] == 1
+    assert meta["drops"]["patient_missing_id"] == 1
+    for table, rows in row_accounting(meta).items():
+        assert rows["input"] == rows["used"] + rows["dropped"], table
+    for table, rows in row_accounting(clean.meta).items():
+        assert rows["input"] == rows["used"] + rows["dropped"], table
+
+
+def test_the_accounting_holds_on_the_bad_rows_fixture(tmp_path: Path, compose_cfg) -> None:
+    raw = _write(
+        tmp_path / "raw", {"PATIENTS": PATIENTS, "ADMISSIONS": ADMISSIONS, "DIAGNOSES_ICD": DIAGNOSES}
+    )
+    meta = Cohort(_prepare(raw, tmp_path / "c", compose_cfg)).meta
+    assert row_accounting(meta) == {
+        "patients": {"input": len(PATIENTS) - 1, "used": 2, "dropped": len(PATIENTS) - 3},
+        "admissions": {"input": 8, "used": 3, "dropped": 5},
+        "diagnoses": {"input": 13, "used": 4, "dropped": 9},
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "text", "message"),
+    [
+        ("DIAGNOSES_ICD", 11, '112999,10006,142345,"7,4019', r"DIAGNOSES_ICD\.csv line 11: unbalanced quote"),
+        ("PATIENTS", 4, '236,10017,"F,2075-09-21 00:00:00,,,,0', r"PATIENTS\.csv line 4: unbalanced quote"),
+        ("ADMISSIONS", 7, None, r"ADMISSIONS\.csv line 7: not valid UTF-8"),
+    ],
+)
+def test_unparsable_csv_stops_naming_file_and_line_without_rows(
+    mimic3_demo: Path, tmp_path: Path, compose_cfg, table: str, line: int, text: str | None, message: str
+) -> None:
+    raw = _demo_copy(mimic3_demo, tmp_path / "raw")
+    path = raw / f"{table}.csv"
+    if text is None:
+        lines = path.read_bytes().split(b"\n")
+        lines[line - 1] = lines[line - 1][:10] + b"\xff\xfe" + lines[line - 1][10:]
+        path.write_bytes(b"\n".join(lines))
+    else:
+        _edit_line(path, line, text=text)
+    with pytest.raises(InputError, match=message) as err:
+        _prepare(raw, tmp_path / "c", compose_cfg)
+    # one line, and no raw row: CSV parsers quote the offending data in their errors
+    assert "\n" not in str(err.value) and "10017" not in str(err.value) and "142345" not in str(err.value)
+    assert not (tmp_path / "c").exists()
+
+
+def test_truncated_gzip_names_the_file(mimic3_demo: Path, tmp_path: Path, compose_cfg) -> None:
+    raw = _demo_copy(mimic3_demo, tmp_path / "raw")
+    packed = gzip.compress((raw / "DIAGNOSES_ICD.csv").read_bytes())
+    (raw / "DIAGNOSES_ICD.csv").unlink()
+    (raw / "DIAGNOSES_ICD.csv.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(InputError, match=r"DIAGNOSES_ICD\.csv\.gz: cannot be read .*truncated"):
+        _prepare(raw, tmp_path / "c", compose_cfg)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_check_csv_agrees_across_chunk_boundaries(tmp_path: Path, chunk: int) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'a,b,"c"\r\n1,"x,y",3\r\n\r\n4,5\n"6","""q""",7\n8,9,10,11\n  \n12,13,"14"')
+    layout = check_csv(path, chunk_bytes=chunk)
+    assert (layout.header_fields, layout.records) == (3, 7)
+    assert layout.malformed.tolist() == [2, 4, 5] and layout.blank.tolist() == [1]

@@ -39,6 +39,23 @@ class StopAtStep(Callback):
             trainer.should_stop = True
 
 
+class PeekLastCheckpoint(Callback):
+    """At ``step``, records (epoch, global_step) of last.ckpt on disk, then stops the run."""
+
+    seen: list[tuple[int, int]] = []
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+            if path.is_file():
+                ckpt = torch.load(path, weights_only=True)
+                self.seen.append((ckpt["epoch"], ckpt["global_step"]))
+            trainer.should_stop = True
+
+
 def _train(compose_cfg, overrides: list[str]) -> dict:
     return run(compose_cfg("train", [*TINY, *overrides]))
 
@@ -102,23 +119,30 @@ def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path) ->
         f"data.cohort_dir={tmp_path / 'cohort'}",
         "trainer.max_steps=8",
         "+trainer.limit_val_batches=0",
-        "+callbacks.model_checkpoint.every_n_train_steps=4",
-        "callbacks.model_checkpoint.monitor=null",
-        "callbacks.model_checkpoint.save_top_k=0",
+        "callbacks.step_checkpoint.every_n_train_steps=4",
     ]
     straight = _train(compose_cfg, [*common, f"paths.run_dir={tmp_path / 'a'}"])
-    # Interrupted after 4 steps (same config otherwise), then resumed in the same run dir.
-    stop = ["+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=4"]
+    # Killed after 6 steps (last.ckpt at step 4), then resumed in the same run dir.
+    stop = ["+callbacks.stop._target_=test_train.StopAtStep", "+callbacks.stop.step=6"]
     first = _train(compose_cfg, [*common, *stop, f"paths.run_dir={tmp_path / 'b'}"])
-    assert first["global_step"] == 4
+    assert first["global_step"] == 6
     resumed = _train(compose_cfg, [*common, f"paths.run_dir={tmp_path / 'b'}"])
     assert resumed["global_step"] == straight["global_step"] == 8
     a = _metrics_csv(straight["run_dir"]).drop_nulls("train/loss")
     b = _metrics_csv(resumed["run_dir"]).drop_nulls("train/loss")
-    tail_a = a.filter(pl.col("step") >= 4)["train/loss"].to_list()
-    tail_b = b.filter(pl.col("step") >= 4)["train/loss"].to_list()[-len(tail_a) :]
-    assert len(tail_a) == 4
-    assert tail_b == pytest.approx(tail_a, rel=1e-5)
+    # The whole history is kept (Lightning's CSV logger deleted it on resume); the steps the
+    # killed run logged past its checkpoint appear once, from the resumed run.
+    assert b["step"].to_list() == a["step"].to_list() and len(a) == 8
+    assert b["train/loss"].to_list() == pytest.approx(a["train/loss"].to_list(), rel=1e-5)
+
+
+def test_epoch_zero_is_checkpointed_for_requeue(compose_cfg, tmp_path: Path) -> None:
+    """With the default val/loss checkpoint, step checkpoints used to wait for the first validation."""
+    peek = ["+callbacks.peek._target_=test_train.PeekLastCheckpoint", "+callbacks.peek.step=5"]
+    PeekLastCheckpoint.seen.clear()
+    _train(compose_cfg, ["data.n_patients=300", "callbacks.step_checkpoint.every_n_train_steps=2", *peek])
+    # what a job killed at step 5, inside epoch 0 (240 train patients / 8 = 30 batches), resumes from
+    assert PeekLastCheckpoint.seen == [(0, 4)]
 
 
 def test_wandb_offline_writes_a_run(compose_cfg, tmp_path: Path, monkeypatch) -> None:
@@ -164,7 +188,7 @@ def test_missing_cohort_dir_is_prepared_and_bad_ckpt_path_errors(compose_cfg, tm
     half = tmp_path / "half"
     half.mkdir()
     (half / "junk").write_text("x")
-    with pytest.raises(InputError, match="is not a complete cohort"):
+    with pytest.raises(InputError, match="is not a cohort directory"):
         _train(compose_cfg, [f"data.cohort_dir={half}", "trainer.max_steps=1"])
 
 
@@ -187,3 +211,72 @@ def test_experiment_configs_compose(compose_cfg) -> None:
     assert list(cfg.logger) == ["wandb"] and cfg.data.name == "mimic3"
     cfg = compose_cfg("train", ["experiment=simulated_hierarchical"])
     assert cfg.model.level == "category" and cfg.data.n_patients == 20000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=abc", r"trainer.max_epochs='abc': expected a whole number"),
+        ("trainer.log_every_n_steps=0", r"trainer.log_every_n_steps=0: expected a whole number >= 1"),
+        ("+trainer.limit_val_batches=1.5", r"trainer.limit_val_batches=1.5: expected a whole number of batches"),
+        ("data.shard_size=-1", r"shard_size=-1: expected a whole number >= 1"),
+        ("data.datamodule.batch_size=0", r"batch_size=0: expected a whole number >= 1"),
+        ("model.loss.w_cooc=-0.1", r"model.loss.w_cooc=-0.1: expected a number >= 0"),
+        ("model.lr=0", r"model.lr=0: expected a number > 0"),
+        ("data.split_fractions=[0.5,0.5]", r"data.split_fractions=.*three non-negative numbers"),
+    ],
+)
+def test_bad_options_fail_before_any_work(compose_cfg, tmp_path: Path, override: str, message: str) -> None:
+    from ehrgen.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        _train(compose_cfg, ["data.n_patients=50", override])
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
+
+
+class RunsCode:
+    """Unpickling this runs code: what a crafted checkpoint can do without weights_only."""
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(os.environ["EHRGEN_TEST_PWNED"]), "ran"))
+
+
+def test_resume_refuses_checkpoints_it_cannot_use(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    from ehrgen.errors import InputError
+
+    common = ["data.n_patients=120", f"data.cohort_dir={tmp_path / 'cohort'}", "trainer.max_steps=2"]
+    run_dir = tmp_path / "r"
+    _train(compose_cfg, [*common, f"paths.run_dir={run_dir}"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # a run dir reused with another model size: one line, not a 136-line size mismatch
+    with pytest.raises(InputError, match=r"trained with other model options: d_model 64 \(now 256\)"):
+        _train(compose_cfg, [*common, "model/size=small", f"paths.run_dir={run_dir}"])
+    with pytest.raises(InputError, match="trained on another vocabulary"):
+        _train(compose_cfg, [*common, "data.min_count=3", f"paths.run_dir={run_dir}"])
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:4000])
+    with pytest.raises(InputError, match="truncated.ckpt: not a readable ehrgen checkpoint"):
+        _train(compose_cfg, [*common, f"ckpt_path={truncated}", f"paths.run_dir={tmp_path / 's'}"])
+    # code in a checkpoint never runs, even when torch is told to load unsafely by default
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("EHRGEN_TEST_PWNED", str(pwned))
+    crafted = torch.load(last, weights_only=True)
+    crafted["payload"] = RunsCode()
+    torch.save(crafted, last)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(InputError, match="not a readable ehrgen checkpoint") as err:
+        _train(compose_cfg, [*common, f"paths.run_dir={run_dir}"])
+    assert not pwned.exists() and "weights_only=False" not in str(err.value)
+
+
+def test_entry_points_print_one_line_errors(tmp_path: Path) -> None:
+    env = {**os.environ, "EHRGEN_CACHE": str(tmp_path / "cache")}
+    for module, override, message in (
+        ("ehrgen.train", "trainer.max_epochs=abc", "error: trainer.max_epochs='abc': expected a whole number"),
+        ("ehrgen.prepare", "data.shard_size=0", "error: data.shard_size=0: expected a whole number >= 1"),
+    ):
+        cmd = [sys.executable, "-m", module, override, f"hydra.run.dir={tmp_path / 'run'}"]
+        result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [message], result.stderr[-2000:]
+    assert not (tmp_path / "cache").exists()

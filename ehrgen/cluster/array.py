@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ehrgen.data.cohort import check_not_input, check_output, mark_output
 from ehrgen.errors import InputError
 
 from . import jobs, shards
@@ -101,6 +102,7 @@ def _generate_setup(args: Args) -> tuple[DictConfig, Path, int, int, list[str], 
         raise InputError("ckpt=PATH is required (a checkpoint written by ehrgen.train)")
     if not absolute(cfg.ckpt).is_file():
         raise InputError(f"ckpt={absolute(cfg.ckpt)}: no such checkpoint file")
+    check_not_input(out_dir, [cfg.ckpt, cfg.get("cohort"), cfg.get("demographics_csv")])
     n = _total_patients(cfg)
     if n_shards > n:
         raise InputError(f"shards={n_shards} is more than n_patients={n}")
@@ -336,11 +338,13 @@ def cmd_generate(args: Args) -> int:
             if not args.dry_run:
                 shutil.rmtree(shards.shards_root(out_dir))
             existing = None
-    elif out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError(
-            f"{out_dir} already exists and holds no generation plan ({shards.SHARDS_DIR}/{shards.PLAN_FILE}); "
-            "use a new out_dir or pass overwrite=true"
-        )
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise InputError(
+                f"{out_dir} already exists and holds no generation plan "
+                f"({shards.SHARDS_DIR}/{shards.PLAN_FILE}); use a new out_dir or pass overwrite=true"
+            )
+        check_output(out_dir, overwrite, "generation")  # only ehrgen's own generation output
     if existing is not None:
         existing["formats"] = formats
         plan = existing  # keeps its submission history
@@ -360,6 +364,7 @@ def cmd_generate(args: Args) -> int:
     def start() -> None:
         if existing is None:
             shards.save_plan(out_dir, plan)
+            mark_output(out_dir, "generation")
 
     done = run_array(
         args, spec, "shard", states, attached,

@@ -31,6 +31,7 @@ from typing import Any
 
 from omegaconf import OmegaConf, open_dict
 
+from ehrgen.data.cohort import check_not_input, check_output
 from ehrgen.errors import InputError
 
 from . import jobs
@@ -126,8 +127,11 @@ def cmd_evaluate(args: Args) -> int:
     n_blocks = parse_value(args.options.get("blocks", "1"))
     if not isinstance(n_blocks, int) or isinstance(n_blocks, bool) or n_blocks < 1:
         raise InputError(f"blocks={n_blocks!r}: expected a positive integer")
-    if out_dir.exists() and not cfg.overwrite and n_blocks == 1:
-        raise InputError(f"{out_dir} already exists; pass overwrite=true to replace it")
+    inputs = [cfg.real, cfg.synthetic, cfg.get("holdout"), cfg.get("ckpt")]
+    if n_blocks == 1:
+        check_output(out_dir, bool(cfg.overwrite), "evaluation", inputs)
+    else:
+        check_not_input(out_dir, inputs)
     spec = ExecutorSpec.from_cli(args.cluster, args.executor).with_defaults(name="ehrgen-evaluate")
     with open_dict(cfg):
         cfg.out_dir = str(out_dir)
@@ -164,8 +168,8 @@ def cmd_prepare(args: Args) -> int:
     cfg = compose_config("prepare", args.overrides)
     fix_paths(cfg, absolute(cfg.paths.output_dir))
     cohort = cohort_dir_for(cfg)
-    if (cohort / "metadata" / "cohort.json").is_file() and not cfg.get("overwrite"):
-        raise InputError(f"{cohort} already exists; pass overwrite=true to replace it")
+    raw_dir = OmegaConf.select(cfg, "data.raw_dir", default=None, throw_on_missing=False)
+    check_output(cohort, bool(cfg.get("overwrite")), "cohort", [raw_dir], key="data.cohort_dir")
     with open_dict(cfg):
         cfg.data.cohort_dir = str(cohort)
     spec = ExecutorSpec.from_cli(args.cluster, args.executor).with_defaults(name="ehrgen-prepare")

@@ -147,7 +147,7 @@ def merge_shards(
     generation.update(first_index=0, num_shards=shards)
 
     final = out_dir / "cohort"
-    with atomic_directory(final, overwrite=overwrite) as tmp:
+    with atomic_directory(final, overwrite, kind="cohort") as tmp:
         rows_per_file: dict[str, list[int]] = {}
         for split in SPLITS:
             (tmp / "data" / split).mkdir(parents=True)

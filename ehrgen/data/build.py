@@ -82,15 +82,24 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     """
     drops = dict(tables.drops)
 
-    patients, visits, dx = pl.collect_all(
-        [
-            tables.patients.select("subject_id", "sex"),
-            tables.visits.select("subject_id", "visit_id", "time", "age"),
-            tables.diagnoses.select("subject_id", "visit_id", "seq", "code"),
-        ],
-        engine="streaming",
-    )
+    try:
+        patients, visits, dx = pl.collect_all(
+            [
+                tables.patients.select("subject_id", "sex"),
+                tables.visits.select("subject_id", "visit_id", "time", "age"),
+                tables.diagnoses.select("subject_id", "visit_id", "seq", "code"),
+            ],
+            engine="streaming",
+        )
+    except pl.exceptions.PolarsError as err:
+        # The reader's own message quotes raw rows, which must not reach logs: name the source only.
+        where = tables.info.get("raw_dir") or tables.name
+        raise InputError(
+            f"{where}: a {tables.name} table could not be parsed ({type(err).__name__})"
+        ) from None
     input_rows = {"patients": patients.height, "admissions": visits.height, "diagnoses": dx.height}
+    # CSV sources count raw data lines, including those already dropped while reading.
+    input_rows |= {k: v for k, v in dict(tables.info.get("input_records") or {}).items() if k in input_rows}
 
     # -- patients
     _count_drop(drops, "patient_missing_id", patients["subject_id"].null_count())
@@ -130,17 +139,22 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     null_code = pl.col("code").is_null() | pl.col("empty")
     shaped = pl.col("norm").is_not_null()
     admitted = pl.col("visit_subject").is_not_null()
-    mismatch = pl.col("subject_id").is_not_null() & (pl.col("subject_id") != pl.col("visit_subject"))
+    has_ids = pl.col("visit_id").is_not_null() & pl.col("subject_id").is_not_null()
+    mismatch = pl.col("subject_id") != pl.col("visit_subject")
     counts = dx.select(
         null_code.sum().alias("diagnosis_null_code"),
         (~null_code & ~shaped).sum().alias("diagnosis_not_icd9"),
-        (shaped & pl.col("visit_id").is_null()).sum().alias("diagnosis_missing_id"),
-        (shaped & pl.col("visit_id").is_not_null() & ~admitted).sum().alias("diagnosis_without_admission"),
-        (shaped & admitted & mismatch).sum().alias("diagnosis_subject_mismatch"),
+        (shaped & (pl.col("visit_id").is_null() | pl.col("subject_id").is_null()))
+        .sum()
+        .alias("diagnosis_missing_id"),
+        (shaped & has_ids & ~admitted).sum().alias("diagnosis_without_admission"),
+        (shaped & has_ids & admitted & mismatch).sum().alias("diagnosis_subject_mismatch"),
     )
     for reason, n in counts.row(0, named=True).items():
         _count_drop(drops, reason, n)
-    dx = dx.filter(shaped & admitted & ~mismatch).select("visit_id", "seq", pl.col("norm").alias("code"))
+    dx = dx.filter(shaped & has_ids & admitted & ~mismatch).select(
+        "visit_id", "seq", pl.col("norm").alias("code")
+    )
     visit_codes = visit_code_lists(dx)
     n_rows = dx.height
     del dx
@@ -150,6 +164,32 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
     return visits, with_visits, drops, input_rows
+
+
+# Which input table each drop reason takes its rows from (the rest of each table is used).
+DROP_TABLE_PREFIXES = {
+    "patients": ("patient_", "duplicate_patient"),
+    "admissions": ("admission_", "duplicate_admission"),
+    "diagnoses": ("diagnosis_", "duplicate_code_in_visit", "icd10_", "icd_version_"),
+}
+
+
+def row_accounting(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per input table of a prepared cohort: ``input`` rows = ``used`` + ``dropped`` (by reason).
+
+    Used rows are the cohort's patients, visits and (distinct per visit) diagnosis codes.
+    """
+    counts = meta["counts"]
+    used = {
+        "patients": sum(counts["patients"].values()),
+        "admissions": sum(counts["visits"].values()),
+        "diagnoses": sum(counts["codes"].values()),
+    }
+    out = {}
+    for table, prefixes in DROP_TABLE_PREFIXES.items():
+        dropped = sum(n for reason, n in meta["drops"].items() if reason.startswith(prefixes))
+        out[table] = {"input": int(meta["input_rows"][table]), "used": used[table], "dropped": dropped}
+    return out
 
 
 def group_patients(visits: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:

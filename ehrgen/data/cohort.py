@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,22 +79,127 @@ def assign_splits(subject_ids: np.ndarray, seed: int, fractions: tuple[float, fl
 # ----------------------------------------------------------------------------- atomic output
 
 
+OUTPUT_MARKER = ".ehrgen-output.json"
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().absolute().resolve()
+
+
+def check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None], key: str = "out_dir") -> None:
+    """Refuse an output path that is, or contains, one of the command's inputs.
+
+    Replacing ``out`` deletes everything under it, so an input inside it would be lost.
+    """
+    target = _resolved(out)
+    for given in inputs:
+        if given in (None, ""):
+            continue
+        inp = _resolved(str(given))
+        if inp == target or target in inp.parents:
+            raise InputError(
+                f"{key}={out} would replace {inp}, an input of this command; choose another {key}"
+            )
+
+
+def mark_output(path: Path, kind: str) -> None:
+    """Record in ``path`` that ehrgen wrote it as a ``kind`` (what ``overwrite=true`` may replace)."""
+    write_json_atomic(path / OUTPUT_MARKER, {"kind": kind, "created": datetime.now(UTC).isoformat()})
+
+
+def output_kind(path: Path) -> str | None:
+    """The kind ehrgen recorded in ``path``'s marker file (``cohort``, ``generation`` ...), or None."""
+    marker = path / OUTPUT_MARKER
+    try:
+        return str(json.loads(marker.read_text()).get("kind"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output(
+    out_dir: str | os.PathLike,
+    overwrite: bool,
+    kind: str,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    key: str = "out_dir",
+) -> Path:
+    """Fail before any work when :func:`atomic_directory` would refuse ``out_dir``; return it absolute."""
+    out = Path(out_dir).expanduser().absolute()
+    check_not_input(out, inputs, key)
+    if out.exists() or out.is_symlink():
+        _check_replaceable(out, kind, overwrite)
+    return out
+
+
+def _check_replaceable(out: Path, kind: str, overwrite: bool) -> None:
+    """An existing ``out`` may be replaced only if empty, or (with overwrite) ehrgen's own ``kind``."""
+    if not out.is_dir() or out.is_symlink():
+        raise InputError(f"{out} exists and is not a directory; choose another path")
+    if not any(out.iterdir()):
+        return  # an empty folder holds nothing to lose
+    if not overwrite:
+        raise InputError(f"{out} already exists; pass overwrite=true to replace it")
+    found = output_kind(out)
+    if found != kind:
+        what = f"a {found}" if found else "not written by ehrgen"
+        raise InputError(
+            f"overwrite=true refused: {out} is {what} (its {OUTPUT_MARKER} does not say {kind!r}), "
+            "so replacing it could delete data; remove it yourself or choose another path"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Delete temp/old siblings of ``out`` left by killed runs of this host; return what was removed.
+
+    Temp names carry ``<host>-<pid>``: only folders of this host whose process is gone are touched
+    (on a shared file system another node's run may still be writing its own).
+    """
+    host = socket.gethostname()
+    removed = []
+    for stale in out.parent.glob(f".{out.name}.*-{host}-*"):
+        match = re.fullmatch(rf"\.{re.escape(out.name)}\.(tmp|old)-{re.escape(host)}-(\d+)-\d+", stale.name)
+        if match and not _pid_alive(int(match.group(2))):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_directory(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    kind: str,
+    inputs: Iterable[str | os.PathLike | None] = (),
+) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``out_dir`` only if the block succeeds.
 
-    A crash or Ctrl-C leaves at most a ``.<name>.tmp-*`` folder, never a complete-looking cohort.
+    A crash or Ctrl-C leaves at most a ``.<name>.tmp-*`` folder, never a complete-looking output
+    (and the next run removes it). The finished directory carries :data:`OUTPUT_MARKER` naming its
+    ``kind``: ``overwrite`` replaces only an empty folder or ehrgen's own output of the same kind,
+    never a foreign folder and never one holding an input of the command (``inputs``).
     """
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists; pass overwrite=true to replace it")
+    out = check_output(out_dir, overwrite, kind, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    remove_stale_temps(out)
+    stamp = f"{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp = out.parent / f".{out.name}.tmp-{stamp}"
     tmp.mkdir()
     try:
         yield tmp
+        mark_output(tmp, kind)
         if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            trash = out.parent / f".{out.name}.old-{stamp}"
             out.rename(trash)
             tmp.rename(out)
             shutil.rmtree(trash, ignore_errors=True)
@@ -170,7 +277,7 @@ class Cohort:
         if not meta_file.is_file():
             raise InputError(
                 f"{meta_file} is missing: {self.path} is not a complete cohort directory "
-                "(re-run `python -m ehrgen.prepare ... overwrite=true`)"
+                "(write one with `python -m ehrgen.prepare ... data.cohort_dir=<new folder>`)"
             )
         try:
             self.meta: dict[str, Any] = json.loads(meta_file.read_text())

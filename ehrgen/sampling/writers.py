@@ -157,7 +157,7 @@ class SyntheticCohortWriter:
 
     def __enter__(self) -> SyntheticCohortWriter:
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_directory(self.out_dir, overwrite=self.overwrite))
+        self._tmp = self._stack.enter_context(atomic_directory(self.out_dir, self.overwrite, kind="cohort"))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -527,7 +527,10 @@ def write_mimic3_csv(
     cohort = Cohort(cohort_dir)
     rng = np.random.default_rng(seed)
     suffix = ".csv.gz" if compress else ".csv"
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp, contextlib.ExitStack() as files:
+    with (
+        atomic_directory(out_dir, overwrite, kind="mimic3", inputs=[cohort_dir]) as tmp,
+        contextlib.ExitStack() as files,
+    ):
         handles = {
             name: files.enter_context(_open(tmp / f"{name}{suffix}", compress)) for name in _ROW_COLUMNS
         }
@@ -650,7 +653,7 @@ def write_meds(
     """
     cohort = Cohort(cohort_dir)
     rng = np.random.default_rng(seed)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite, kind="meds", inputs=[cohort_dir]) as tmp:
         (tmp / "data").mkdir()
         (tmp / "metadata").mkdir()
         hadm, n_files = HADM_ID_START, 0

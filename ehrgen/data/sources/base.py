@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
 
+from ehrgen.data.sources.csv_check import check_csv
 from ehrgen.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,30 +64,70 @@ def find_table(raw_dir: str | Path | None, name: str, expected: str) -> Path:
     raise InputError(f"{root / name}.csv(.gz) not found: expected {expected}")
 
 
-def scan_table(path: Path, columns: dict[str, pl.DataType]) -> pl.LazyFrame:
-    """Scan ``columns`` of a CSV (headers matched case-insensitively, renamed to lower case).
+# Drop-reason prefix of each table's rows, as the builder names them (patient_missing_id, ...).
+ROW_PREFIX = {
+    "patients": "patient",
+    "admissions": "admission",
+    "diagnoses": "diagnosis",
+    "descriptions": "description",
+}
 
-    Non-string columns are typed by the CSV reader itself, which is 3x cheaper than casting strings
-    afterwards: a value that does not parse (``abc``, ``1.5`` for an integer) becomes null, and the
-    builder drops and counts it like a missing one. Fails naming missing columns.
+
+class RawCsv:
+    """Reads a source's CSV tables strictly: every data line is used, or dropped and counted.
+
+    ``records[table]`` is the number of data lines of each table; unusable lines (wrong field
+    count, blank) are filtered out before any parsing and counted in ``drops`` as
+    ``<row>_malformed_row`` / ``<row>_blank_line``. Files that cannot be parsed (unbalanced quote,
+    invalid UTF-8, truncated gzip) stop with one line naming the file and line
+    (:func:`~ehrgen.data.sources.csv_check.check_csv`).
     """
-    try:
-        header = pl.scan_csv(path, infer_schema=False, raise_if_empty=False).collect_schema().names()
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: cannot be read as CSV ({type(err).__name__})") from None
-    original = {}
-    for name in header:
-        original.setdefault(name.strip().lower(), name)
-    missing = [c for c in columns if c not in original]
-    if missing:
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}"
+
+    def __init__(self) -> None:
+        self.drops: dict[str, int] = {}
+        self.records: dict[str, int] = {}
+
+    def scan(self, path: Path, columns: dict[str, pl.DataType], table: str) -> pl.LazyFrame:
+        """Scan ``columns`` of the CSV (headers matched case-insensitively, renamed to lower case).
+
+        Non-string columns are typed by the CSV reader itself, which is 3x cheaper than casting
+        strings afterwards: a value that does not parse (``abc``, ``1.5`` for an integer) becomes
+        null, and the builder drops and counts it like a missing one.
+        """
+        layout = check_csv(path)
+        try:
+            header = pl.scan_csv(path, infer_schema=False, raise_if_empty=False).collect_schema().names()
+        except pl.exceptions.PolarsError as err:
+            raise InputError(f"{path}: cannot be read as CSV ({type(err).__name__})") from None
+        original = {}
+        for name in header:
+            original.setdefault(name.strip().lower(), name)
+        missing = [c for c in columns if c not in original]
+        if missing:
+            raise InputError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}"
+            )
+        prefix = ROW_PREFIX[table]
+        self.records[table] = self.records.get(table, 0) + layout.records
+        for reason, rows in (("malformed_row", layout.malformed), ("blank_line", layout.blank)):
+            if len(rows):
+                key = f"{prefix}_{reason}"
+                self.drops[key] = self.drops.get(key, 0) + len(rows)
+                log.warning("%s: dropped %d %s(s) (first at line %d)", path, len(rows), reason, rows[0] + 2)
+        typed = {original[c]: dtype for c, dtype in columns.items() if dtype != pl.Utf8}
+        unusable = layout.unusable
+        lf = pl.scan_csv(
+            path,
+            infer_schema=False,
+            raise_if_empty=False,
+            schema_overrides=typed,
+            ignore_errors=True,  # values that do not parse become null (counted by the builder)
+            truncate_ragged_lines=True,  # ragged lines are the malformed ones dropped just below
+            row_index_name="_line" if len(unusable) else None,
         )
-    typed = {original[c]: dtype for c, dtype in columns.items() if dtype != pl.Utf8}
-    lf = pl.scan_csv(
-        path, infer_schema=False, raise_if_empty=False, schema_overrides=typed, ignore_errors=True
-    )
-    return lf.select(pl.col(original[c]).alias(c) for c in columns)
+        if len(unusable):
+            lf = lf.filter(~pl.col("_line").is_in(pl.Series(unusable, dtype=pl.UInt32)))
+        return lf.select(pl.col(original[c]).alias(c) for c in columns)
 
 
 def parse_datetime(col: str) -> pl.Expr:

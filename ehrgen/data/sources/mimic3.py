@@ -12,11 +12,11 @@ import polars as pl
 
 from ehrgen.data.codes import normalize_code_expr
 from ehrgen.data.sources.base import (
+    RawCsv,
     SourceTables,
     find_table,
     parse_datetime,
     parse_sex,
-    scan_table,
     years_between,
 )
 
@@ -40,15 +40,16 @@ class Mimic3Source:
         diagnoses_csv = find_table(
             self.raw_dir, "DIAGNOSES_ICD", "MIMIC-III DIAGNOSES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)"
         )
-        patients = scan_table(
-            patients_csv, {"subject_id": pl.Int64, "gender": pl.Utf8, "dob": pl.Utf8}
+        raw = RawCsv()
+        patients = raw.scan(
+            patients_csv, {"subject_id": pl.Int64, "gender": pl.Utf8, "dob": pl.Utf8}, "patients"
         ).select(
             "subject_id",
             parse_sex("gender").alias("sex"),
             parse_datetime("dob").alias("dob"),
         )
-        admissions = scan_table(
-            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}
+        admissions = raw.scan(
+            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}, "admissions"
         ).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
@@ -63,9 +64,10 @@ class Mimic3Source:
             years_between("time", "dob").alias("age"),
         )
         # Codes as Categorical: the builder normalises and validates each distinct code once.
-        diagnoses = scan_table(
+        diagnoses = raw.scan(
             diagnoses_csv,
             {"subject_id": pl.Int64, "hadm_id": pl.Int64, "seq_num": pl.Int64, "icd9_code": pl.Categorical},
+            "diagnoses",
         ).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
@@ -78,7 +80,8 @@ class Mimic3Source:
         except ValueError:
             titles_csv = None
         if titles_csv is not None:
-            descriptions = scan_table(titles_csv, {"icd9_code": pl.Utf8, "long_title": pl.Utf8}).select(
+            titles = raw.scan(titles_csv, {"icd9_code": pl.Utf8, "long_title": pl.Utf8}, "descriptions")
+            descriptions = titles.select(
                 normalize_code_expr("icd9_code").alias("code"), pl.col("long_title").alias("description")
             )
         return SourceTables(
@@ -87,5 +90,6 @@ class Mimic3Source:
             visits=visits,
             diagnoses=diagnoses,
             descriptions=descriptions,
-            info={"raw_dir": str(Path(self.raw_dir).expanduser().absolute())},
+            drops=raw.drops,
+            info={"raw_dir": str(Path(self.raw_dir).expanduser().absolute()), "input_records": raw.records},
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from ehrgen.data.codes import normalize_code_expr
-from ehrgen.data.sources.base import SourceTables, find_table, parse_datetime, parse_sex, scan_table
+from ehrgen.data.sources.base import RawCsv, SourceTables, find_table, parse_datetime, parse_sex
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,14 @@ class Mimic4Source:
             "diagnoses_icd",
             "MIMIC-IV hosp/diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
         )
-        patients = scan_table(
+        raw = RawCsv()
+        patients = raw.scan(
             patients_csv,
             {"subject_id": pl.Int64, "gender": pl.Utf8, "anchor_age": pl.Int64, "anchor_year": pl.Int64},
+            "patients",
         ).select("subject_id", parse_sex("gender").alias("sex"), "anchor_age", "anchor_year")
-        admissions = scan_table(
-            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}
+        admissions = raw.scan(
+            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}, "admissions"
         ).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
@@ -83,7 +85,7 @@ class Mimic4Source:
             .alias("age"),
         )
 
-        all_diagnoses = scan_table(
+        all_diagnoses = raw.scan(
             diagnoses_csv,
             {
                 "subject_id": pl.Int64,
@@ -92,8 +94,9 @@ class Mimic4Source:
                 "icd_code": pl.Categorical,
                 "icd_version": pl.Int64,
             },
+            "diagnoses",
         )
-        drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
+        version_drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
         diagnoses = all_diagnoses.filter(pl.col("icd_version") == self.icd_version).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
@@ -101,16 +104,18 @@ class Mimic4Source:
             pl.col("icd_code").alias("code"),
         )
 
+        descriptions = self._descriptions(hosp, raw)
         return SourceTables(
             name=self.name,
             patients=patients.select("subject_id", "sex"),
             visits=visits,
             diagnoses=diagnoses,
-            descriptions=self._descriptions(hosp),
-            drops=drops,
+            descriptions=descriptions,
+            drops=raw.drops | version_drops,
             info={
                 "raw_dir": str(Path(self.raw_dir).expanduser().absolute()),
                 "icd_version": self.icd_version,
+                "input_records": raw.records,
             },
         )
 
@@ -134,14 +139,18 @@ class Mimic4Source:
             )
         return drops
 
-    def _descriptions(self, hosp: Path | None) -> pl.LazyFrame | None:
+    def _descriptions(self, hosp: Path | None, raw: RawCsv) -> pl.LazyFrame | None:
         """ICD-9 long titles from d_icd_diagnoses when the file is there (it is optional)."""
         try:
             titles_csv = find_table(hosp, "d_icd_diagnoses", "")
         except InputError:
             return None
         return (
-            scan_table(titles_csv, {"icd_code": pl.Utf8, "icd_version": pl.Int64, "long_title": pl.Utf8})
+            raw.scan(
+                titles_csv,
+                {"icd_code": pl.Utf8, "icd_version": pl.Int64, "long_title": pl.Utf8},
+                "descriptions",
+            )
             .filter(pl.col("icd_version") == self.icd_version)
             .select(normalize_code_expr("icd_code").alias("code"), pl.col("long_title").alias("description"))
         )

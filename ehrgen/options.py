@@ -63,12 +63,12 @@ def number(cfg: DictConfig | dict, key: str, kind: type = int, minimum: float | 
     return out
 
 
-def check_prepare_options(data: DictConfig) -> None:
+def check_prepare_options(cfg: DictConfig) -> None:
     """``data.*`` options every source shares (split and shard layout)."""
-    number(data, "shard_size", int, 1)
-    number(data, "row_group_size", int, 1)
-    number(data, "split_seed", int)
-    fractions = data.get("split_fractions")
+    number(cfg, "data.shard_size", int, 1)
+    number(cfg, "data.row_group_size", int, 1)
+    number(cfg, "data.split_seed", int)
+    fractions = cfg.data.get("split_fractions")
     try:
         values = [float(f) for f in fractions]
     except (TypeError, ValueError):
@@ -81,7 +81,7 @@ def check_prepare_options(data: DictConfig) -> None:
 
 def check_train_options(cfg: DictConfig) -> None:
     """Trainer, data-loading, model and loss options of ``ehrgen.train``."""
-    check_prepare_options(cfg.data)
+    check_prepare_options(cfg)
     for key, (minimum, allowed) in TRAINER_INTS.items():
         if key in cfg.trainer and cfg.trainer[key] not in allowed:
             number(cfg, f"trainer.{key}", int, minimum)

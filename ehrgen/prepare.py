@@ -44,7 +44,7 @@ def cohort_dir_for(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> Path:
     """Prepare the cohort described by ``cfg.data``; return its directory."""
-    check_prepare_options(cfg.data)
+    check_prepare_options(cfg)
     source = instantiate(cfg.data.source)
     out = cohort_dir_for(cfg)
     started = time.perf_counter()

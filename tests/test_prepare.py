@@ -429,3 +429,16 @@ def test_check_csv_agrees_across_chunk_boundaries(tmp_path: Path, chunk: int) ->
     layout = check_csv(path, chunk_bytes=chunk)
     assert (layout.header_fields, layout.records) == (3, 7)
     assert layout.malformed.tolist() == [2, 4, 5] and layout.blank.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "override", ["data.shard_size=-1", "data.shard_size=0", "data.row_group_size=0", "data.split_seed=x"]
+)
+def test_bad_layout_options_fail_before_writing(
+    mimic3_demo: Path, tmp_path: Path, compose_cfg, override: str
+) -> None:
+    """shard_size=-1 wrote a cohort without data files that said complete; 0 crashed."""
+    key = override.split("=")[0]
+    with pytest.raises(InputError, match=rf"{key}=.*: expected a whole number"):
+        _prepare(mimic3_demo, tmp_path / "c", compose_cfg, override)
+    assert not (tmp_path / "c").exists()

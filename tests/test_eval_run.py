@@ -260,3 +260,16 @@ def test_checkpoint_hook(cohorts, tmp_path):
     bad = "model_metrics._target_=ehrgen.metrics.no_such_module.fn"
     with pytest.raises(InputError, match="model_metrics could not be built"):
         run(_cfg(tmp_path, cohorts["real"], cohorts["syn"], out="o2", extra=[*base, "ckpt=/x.ckpt", bad]))
+
+
+def test_synthetic_cohort_given_as_real_is_refused(cohorts, tmp_path):
+    """With holdout= given, swapped real/synthetic used to run silently."""
+    generated = write_cohort(
+        tmp_path / "generated", {"train": toy_patients(50, 5, first_id=10**7)}, source="synthetic"
+    )
+    for extra in ([f"holdout={cohorts['copy']}"], []):
+        with pytest.raises(InputError, match=r"real=.*generated is a synthetic cohort.*swapped"):
+            run(_cfg(tmp_path, generated, cohorts["real"], extra=extra))
+    with pytest.raises(InputError, match=r"holdout=.*generated is a synthetic cohort"):
+        run(_cfg(tmp_path, cohorts["real"], cohorts["syn"], extra=[f"holdout={generated}"]))
+    assert not (tmp_path / "out").exists()

@@ -60,6 +60,12 @@ def load_inputs(
     real_c = _open(real, "real")
     syn_c = _open(synthetic, "synthetic")
     hold_c = real_c if holdout in (None, "") else _open(holdout, "holdout")
+    for role, cohort in (("real", real_c), ("holdout", hold_c)):
+        if cohort.meta.get("source") == "synthetic":
+            raise InputError(
+                f"{role}={cohort.path} is a synthetic cohort (its cohort.json says source synthetic); "
+                f"{role}= takes real patients: are real= and synthetic= swapped?"
+            )
     r_splits = _splits(real_c, real_splits, "real")
     s_splits = _splits(syn_c, synthetic_splits, "synthetic")
     h_splits = _splits(hold_c, holdout_splits, "holdout")

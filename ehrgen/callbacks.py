@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -10,7 +11,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ehrgen.data.cohort import Cohort
+from ehrgen.errors import InputError
+from ehrgen.privacy.small_cells import MIN_CELL, safe_expansion_stats
 from ehrgen.sampling.demographics import DemographicsModel
+from ehrgen.sampling.writers import synthetic_id_offset
+
+log = logging.getLogger(__name__)
 
 GENERATION_KEY = "generation"
 RNG_KEY = "ehrgen_rng"
@@ -20,24 +26,32 @@ class GenerationContext(Callback):
     """Puts what generation needs beside the weights: demographics, id range, code titles.
 
     All plain lists/dicts of aggregates (no patient rows), so checkpoints stay
-    ``weights_only=True``-loadable and shareable under the data-use agreement.
+    ``weights_only=True``-loadable and shareable under the data-use agreement: every count
+    follows the small-cell rule (:mod:`ehrgen.privacy.small_cells`) and no real id is stored.
     """
 
     def __init__(self, cohort: Cohort, tokenizer: Any = None):
         codes = cohort.codes()
-        self.payload = {
-            "demographics": DemographicsModel.from_cohort(cohort).to_dict(),
-            "max_real_subject_id": int(cohort.scan().select("subject_id").max().collect().item()),
+        max_real_id = int(cohort.scan().select("subject_id").max().collect().item())
+        self.payload: dict[str, Any] = {
+            "small_cell_rule": {"min_cell": MIN_CELL},
+            "synthetic_id_offset": synthetic_id_offset(max_real_id),  # a power of ten, not an id
             "code_descriptions": {
                 c: d for c, d in zip(codes["code"], codes["description"], strict=True) if d is not None
             },
             "source": str(cohort.meta.get("source")),
         }
+        try:
+            self.payload["demographics"] = DemographicsModel.from_cohort(cohort).coarsened().to_dict()
+        except InputError as err:
+            log.warning(
+                "%s; generation from this checkpoint needs age=/sex=, demographics_csv= or cohort=", err
+            )
         if tokenizer is not None and tokenizer.level == "category":
             from ehrgen.sampling.hierarchical import expansion_stats
 
             # code-given-category frequencies (per sex and age band) for stage-2 expansion
-            self.payload["expansion"] = expansion_stats(cohort, tokenizer)
+            self.payload["expansion"] = safe_expansion_stats(expansion_stats(cohort, tokenizer))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[GENERATION_KEY] = self.payload

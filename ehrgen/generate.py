@@ -74,7 +74,7 @@ class GenerationCheckpoint:
 
     module: PromptBartModule
     tokenizer: CodeVocab | HierarchicalTokenizer
-    context: dict[str, Any]  # demographics, max_real_subject_id, code_descriptions, expansion (optional)
+    context: dict[str, Any]  # demographics, synthetic_id_offset, code_descriptions, expansion (optional)
 
 
 def load_checkpoint(path: str | Path) -> GenerationCheckpoint:
@@ -90,7 +90,13 @@ def load_checkpoint(path: str | Path) -> GenerationCheckpoint:
         raise InputError(f"ckpt={path}: not an ehrgen PromptBart checkpoint (no '{CHECKPOINT_KEY}' section)")
     context = {
         k: raw[k]
-        for k in ("demographics", "max_real_subject_id", "code_descriptions", "expansion")
+        for k in (
+            "demographics",
+            "synthetic_id_offset",
+            "max_real_subject_id",
+            "code_descriptions",
+            "expansion",
+        )
         if k in raw
     }
     context.update(raw.get(CONTEXT_KEY) or {})
@@ -303,7 +309,9 @@ def _context_fallbacks(ckpt: GenerationCheckpoint, cohort: Cohort | None, cfg: D
     if cfg.id_offset is not None:
         out["id_offset"] = int(cfg.id_offset)
     else:
-        max_real = ctx.get("max_real_subject_id")
+        max_real = ctx.get("max_real_subject_id")  # checkpoints before the small-cell rule
+        if ctx.get("synthetic_id_offset") is not None:
+            max_real = int(ctx["synthetic_id_offset"]) - 1
         if max_real is None and cohort is not None:
             max_real = cohort.scan().select("subject_id").max().collect().item()
         if max_real is None:

@@ -32,6 +32,7 @@ from ehrgen.errors import InputError
 from ehrgen.metrics.lm import CodeAccuracy, Perplexity, ReconstructionJaccard, TokenAccuracy, code_positions
 from ehrgen.models.losses import IGNORE_INDEX, PromptBartLoss, cooc_from_tensors, cooc_to_tensors
 from ehrgen.models.prompt_bart import EOS_ID, PAD_ID, PromptBart, PromptBartOutput
+from ehrgen.privacy.small_cells import suppress
 
 MASK_ID = 6
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "age", "sex")
@@ -140,7 +141,12 @@ class PromptBartModule(LightningModule):
     def set_cooccurrence(self, cooc: sp.spmatrix) -> None:
         """Install the train-split code x code count matrix (token order, from ``token_offset``)."""
         self.loss_fn.set_cooccurrence(cooc)
-        self._cooc = cooc_to_tensors(cooc)
+        # What rides in checkpoints follows the small-cell rule (counts 1..10 of real visits
+        # suppressed); a resumed run recomputes the full matrix from its cohort.
+        shared = sp.csr_matrix(cooc, copy=True)
+        shared.data = suppress(shared.data)
+        shared.eliminate_zeros()
+        self._cooc = cooc_to_tensors(shared)
 
     # ------------------------------------------------------------------ steps
 

@@ -79,7 +79,7 @@ def test_flat_on_mimic3_demo(compose_cfg, mimic3_demo: Path, tmp_path: Path) -> 
     for key in ("val/loss", "val/lm", "val/perplexity", "val/code_acc", "val/recon_jaccard"):
         assert key in summary["metrics"], key
     ckpt = torch.load(summary["best_checkpoint"], weights_only=True, map_location="cpu")
-    assert ckpt[GENERATION_KEY]["max_real_subject_id"] == 44228  # the demo's largest SUBJECT_ID
+    assert ckpt[GENERATION_KEY]["synthetic_id_offset"] == 100_000  # above the demo's largest SUBJECT_ID 44228
     assert ckpt[GENERATION_KEY]["code_descriptions"]["4019"] == "Unspecified essential hypertension"
     module = PromptBartModule.load(summary["best_checkpoint"])
     assert module.tokenizer.level == "code"
@@ -218,7 +218,10 @@ def test_experiment_configs_compose(compose_cfg) -> None:
     [
         ("trainer.max_epochs=abc", r"trainer.max_epochs='abc': expected a whole number"),
         ("trainer.log_every_n_steps=0", r"trainer.log_every_n_steps=0: expected a whole number >= 1"),
-        ("+trainer.limit_val_batches=1.5", r"trainer.limit_val_batches=1.5: expected a whole number of batches"),
+        (
+            "+trainer.limit_val_batches=1.5",
+            r"trainer.limit_val_batches=1.5: expected a whole number of batches",
+        ),
         ("data.shard_size=-1", r"shard_size=-1: expected a whole number >= 1"),
         ("data.datamodule.batch_size=0", r"batch_size=0: expected a whole number >= 1"),
         ("model.loss.w_cooc=-0.1", r"model.loss.w_cooc=-0.1: expected a number >= 0"),
@@ -272,7 +275,11 @@ def test_resume_refuses_checkpoints_it_cannot_use(compose_cfg, tmp_path: Path, m
 def test_entry_points_print_one_line_errors(tmp_path: Path) -> None:
     env = {**os.environ, "EHRGEN_CACHE": str(tmp_path / "cache")}
     for module, override, message in (
-        ("ehrgen.train", "trainer.max_epochs=abc", "error: trainer.max_epochs='abc': expected a whole number"),
+        (
+            "ehrgen.train",
+            "trainer.max_epochs=abc",
+            "error: trainer.max_epochs='abc': expected a whole number",
+        ),
         ("ehrgen.prepare", "data.shard_size=0", "error: data.shard_size=0: expected a whole number >= 1"),
     ):
         cmd = [sys.executable, "-m", module, override, f"hydra.run.dir={tmp_path / 'run'}"]

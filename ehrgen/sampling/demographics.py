@@ -17,6 +17,7 @@ from ehrgen.data.build import AGE_CLAMP_ABOVE, AGE_CLAMP_TO
 from ehrgen.data.cohort import Cohort
 from ehrgen.data.sources.base import parse_sex
 from ehrgen.errors import InputError
+from ehrgen.privacy.small_cells import MIN_CELL, coarsen_age_histogram
 
 MAX_REQUEST_AGE = 120.0
 
@@ -73,6 +74,17 @@ class DemographicsModel:
         if frame.height == 0:
             raise InputError(f"cohort {cohort.path} has no {split} patients to fit demographics on")
         return cls.fit(frame["age"].to_numpy(), frame["sex"].to_numpy(), **kwargs)
+
+    def coarsened(self, min_cell: int = MIN_CELL) -> DemographicsModel:
+        """The same distribution with every cell 0 or >= ``min_cell`` (adjacent age bins merged,
+        then failing cells suppressed): what may leave the machine in a checkpoint."""
+        edges, counts = coarsen_age_histogram(self.edges.tolist(), self.counts, min_cell)
+        if counts.sum() == 0:
+            raise InputError(
+                f"fewer than {min_cell} training patients per sex: their age/sex distribution cannot be "
+                "stored under the small-cell rule"
+            )
+        return DemographicsModel(edges, counts.tolist())
 
     def to_dict(self) -> dict[str, Any]:
         return {"edges": self.edges.tolist(), "counts": self.counts.tolist()}

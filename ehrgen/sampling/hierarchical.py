@@ -153,7 +153,9 @@ class CodeExpander:
             counts, (np.asarray(cc["stratum"], np.int64), np.asarray(cc["code"], np.int64)), cc["count"]
         )
         cat_of_code = tokenizer.code_to_category[self.code_lo :] - self.cat_lo
-        overall = counts.sum(0) + 1e-3  # every vocabulary code stays possible
+        # per-code totals over all strata: kept apart when small per-stratum cells were suppressed
+        totals = np.asarray(stats["code_totals"], np.float64) if "code_totals" in stats else counts.sum(0)
+        overall = totals + 1e-3  # every vocabulary code stays possible
         share = overall / np.bincount(cat_of_code, weights=overall, minlength=n_cat)[cat_of_code]
         self.weights = counts + float(prior) * share[None, :]
 

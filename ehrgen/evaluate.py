@@ -80,8 +80,9 @@ def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
             metrics.update(_prefixed(f"reference/fidelity/{name}", res))
         if name == "code" and cfg.report.enabled:
             p = cmp.point()
-            figs["prevalence"] = plots.prevalence_scatter(p["prevalence_real"], p["prevalence_other"])
-            figs["cooccurrence"] = plots.cooccurrence_scatter(p["pair_real"], p["pair_other"])
+            n_real, n_real_visits = len(p["visits_real"]), int(np.sum(p["visits_real"]))
+            figs["prevalence"] = plots.prevalence_scatter(p["prevalence_real"], p["prevalence_other"], n_real)
+            figs["cooccurrence"] = plots.cooccurrence_scatter(p["pair_real"], p["pair_other"], n_real_visits)
             figs["counts"] = plots.count_histograms(
                 {
                     "visits per patient": (p["visits_real"], p["visits_other"]),

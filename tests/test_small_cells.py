@@ -79,3 +79,16 @@ def test_generation_context_holds_no_small_cell_and_no_real_id(demo_cohort: Path
     assert not real_ids & set(_ints(payload))
     assert passes(np.asarray(payload["demographics"]["counts"]))
     assert passes(np.asarray(payload["expansion"]["code_counts"]["count"]))
+
+
+def test_report_figures_hide_small_cells() -> None:
+    from ehrgen.privacy.small_cells import reportable
+    from ehrgen.report import plots
+
+    assert reportable(np.array([0, 1, 10, 11])).tolist() == [True, False, False, True]
+    n = 200
+    real = np.array([0.0, 1 / n, 10 / n, 11 / n, 0.5])  # held by 0, 1, 10, 11, 100 patients
+    assert plots.prevalence_scatter(real, real[::-1], n)[:4] == b"\x89PNG"
+    assert plots.cooccurrence_scatter(real, real, n)[:4] == b"\x89PNG"
+    visits = np.r_[np.ones(180), np.full(15, 2), np.full(4, 3), [30]]  # 4 patients with 3, 1 with 30
+    assert plots.count_histograms({"visits": (visits, visits)})[:4] == b"\x89PNG"

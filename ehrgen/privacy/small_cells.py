@@ -25,6 +25,12 @@ def suppress(counts: np.ndarray | list[int], min_cell: int = MIN_CELL) -> np.nda
     return np.where(counts >= min_cell, counts, 0)
 
 
+def reportable(counts: np.ndarray, min_cell: int = MIN_CELL) -> np.ndarray:
+    """Mask of cells that may be shown: 0 or at least ``min_cell``."""
+    counts = np.asarray(counts)
+    return (counts == 0) | (counts >= min_cell)
+
+
 def passes(counts: np.ndarray, min_cell: int = MIN_CELL) -> bool:
     """True when every cell is 0 or at least ``min_cell``."""
     counts = np.asarray(counts)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ehrgen.privacy.small_cells import MIN_CELL, reportable, suppress  # noqa: E402
+
 MAX_POINTS = 20000
 
 
@@ -37,29 +39,55 @@ def _log_scatter(ax, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> 
     ax.legend(loc="upper left", fontsize=8)
 
 
-def prevalence_scatter(real: np.ndarray, synthetic: np.ndarray, title: str = "Code prevalence") -> bytes:
+def _small_cell_note(ax, hidden: int, what: str) -> None:
+    if hidden:
+        ax.text(0.98, 0.02, f"{hidden} {what} held by < {MIN_CELL} real patients not shown",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)  # fmt: skip
+
+
+def prevalence_scatter(
+    real: np.ndarray, synthetic: np.ndarray, n_real: int, title: str = "Code prevalence"
+) -> bytes:
+    """Per-code prevalence; codes that 1..10 real patients hold are not drawn (small-cell rule)."""
+    shown = reportable(np.rint(np.asarray(real) * n_real))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _log_scatter(ax, real, synthetic, "real prevalence", "synthetic prevalence")
+    _log_scatter(ax, real[shown], synthetic[shown], "real prevalence", "synthetic prevalence")
+    _small_cell_note(ax, int((~shown).sum()), "codes")
     ax.set_title(title)
     return _png(fig)
 
 
-def cooccurrence_scatter(real: np.ndarray, synthetic: np.ndarray) -> bytes:
+def cooccurrence_scatter(real: np.ndarray, synthetic: np.ndarray, n_real_visits: int) -> bytes:
+    """Per-pair rate per visit; pairs in 1..10 real visits are not drawn (small-cell rule)."""
+    shown = reportable(np.rint(np.asarray(real) * n_real_visits))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    _log_scatter(ax, real, synthetic, "real pairs per visit", "synthetic pairs per visit")
+    _log_scatter(ax, real[shown], synthetic[shown], "real pairs per visit", "synthetic pairs per visit")
+    _small_cell_note(ax, int((~shown).sum()), "pairs")
     ax.set_title("Within-visit co-occurrence")
     return _png(fig)
 
 
 def count_histograms(panels: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
-    """One panel per ``title -> (real counts, synthetic counts)``, as shares of patients."""
+    """One panel per ``title -> (real counts, synthetic counts)``, as shares of patients.
+
+    The real histogram follows the small-cell rule: the last bin (``>= top``) starts where at
+    least 11 real patients remain, and any other bin of 1..10 real patients is drawn as 0.
+    """
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, (title, (real, syn)) in zip(axes[0], panels.items(), strict=True):
         top = int(max(np.quantile(real, 0.99) if real.size else 1, np.quantile(syn, 0.99) if syn.size else 1))
-        bins = np.arange(0, top + 2) - 0.5
+        real_sorted = np.sort(np.asarray(real))
+        if len(real_sorted) >= MIN_CELL:  # the tail bin must itself hold >= MIN_CELL real patients
+            top = max(min(top, int(real_sorted[-MIN_CELL])), 1)
+        edges = np.arange(0, top + 2) - 0.5
+        hidden = 0
         for data, label in ((real, "real"), (syn, "synthetic")):
-            w = np.full(len(data), 1.0 / max(len(data), 1))
-            ax.hist(np.minimum(data, top), bins=bins, weights=w, histtype="step", lw=1.5, label=label)
+            counts = np.histogram(np.minimum(data, top), bins=edges)[0]
+            if label == "real":
+                hidden = int((~reportable(counts)).sum())
+                counts = suppress(counts)
+            ax.stairs(counts / max(len(data), 1), edges, lw=1.5, label=label)
+        _small_cell_note(ax, hidden, "bins")
         ax.set(title=title, xlabel=f"count (last bin: >= {top})", ylabel="share of patients")
         ax.legend(fontsize=8)
     return _png(fig)

@@ -119,6 +119,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         warnings.filterwarnings(
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
+        if resume is not None:  # a resumed run writes into its own checkpoint directory
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         # weights_only=True explicitly: safe on every torch version and despite
         # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (checkpoints hold tensors and plain values only).
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -17,6 +17,7 @@ Only public transformers APIs are used (``inputs_embeds``, attention masks, Cach
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,12 +26,18 @@ import torch
 from torch import Tensor, nn
 from transformers import BartConfig, BartForConditionalGeneration
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.models.bart.modeling_bart import BartDecoder
 
 from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
 N_SEX = 2  # 0=M, 1=F
+# transformers 5.x renamed the decoder's KV-cache argument and output field past_key_values -> cache
+# (the old name warns, and goes in 5.40); use whichever this installation has.
+DECODER_CACHE_ARG = (
+    "cache" if "cache" in inspect.signature(BartDecoder.forward).parameters else "past_key_values"
+)
 
 
 class EncoderOutput(NamedTuple):
@@ -180,13 +187,13 @@ class PromptBart(nn.Module):
             attention_mask=mask,
             encoder_hidden_states=encoder.states,
             encoder_attention_mask=encoder.mask,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{DECODER_CACHE_ARG: past_key_values},
         )
         hidden = out.last_hidden_state
         if at_start:
             hidden = hidden[:, self.prompt_length :]
-        return hidden, out.past_key_values
+        return hidden, getattr(out, DECODER_CACHE_ARG)
 
     def decode_step(
         self,

@@ -107,7 +107,8 @@ def write_block(
 def read_block_meta(path: str | os.PathLike) -> dict[str, Any]:
     """A block file's metadata (reads nothing else); InputError when it is not a readable block."""
     try:
-        with np.load(path) as z:
+        # our own handle: np.load leaks the one it opens when the file is not a zip
+        with open(path, "rb") as fh, np.load(fh) as z:
             meta = json.loads(z["meta"].item())
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"{path}: not a readable neighbour block ({type(err).__name__})") from None

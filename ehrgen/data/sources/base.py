@@ -126,7 +126,7 @@ class RawCsv:
             row_index_name="_line" if len(unusable) else None,
         )
         if len(unusable):
-            lf = lf.filter(~pl.col("_line").is_in(pl.Series(unusable, dtype=pl.UInt32)))
+            lf = lf.filter(~pl.col("_line").is_in(pl.Series(unusable, dtype=pl.UInt32).implode()))
         return lf.select(pl.col(original[c]).alias(c) for c in columns)
 
 

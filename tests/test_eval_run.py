@@ -236,7 +236,7 @@ def test_simulator_independent_cohorts_are_near_ideal(tmp_path):
 
 
 def fake_model_metrics(ckpt: str, cohort: str, splits: list[str]) -> dict:
-    """Stand-in for ehrgen.metrics.lm.model_metrics: checks the hook's call signature."""
+    """Stand-in for ehrgen.model_metrics.model_metrics: checks the hook's call signature."""
     assert Path(cohort).is_dir() and list(splits) == ["test"]
     return {
         "perplexity": 12.5,

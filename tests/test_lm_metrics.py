@@ -90,3 +90,13 @@ def test_states_are_summed_and_reset() -> None:
     metric.update(logits, labels)
     metric.reset()
     assert metric.numerator.item() == 0.0 and metric.denominator.item() == 0.0
+
+
+def test_metrics_do_not_import_the_lightning_module() -> None:
+    """metrics/lm.py imported the LightningModule, which imports the metrics: a cycle."""
+    import subprocess
+    import sys
+
+    code = "import sys, ehrgen.metrics.lm, ehrgen.metrics; print('ehrgen.module' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

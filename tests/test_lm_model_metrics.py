@@ -1,4 +1,4 @@
-"""Model-based evaluation metrics (ehrgen.metrics.lm.model_metrics) against known answers."""
+"""Model-based evaluation metrics (ehrgen.model_metrics.model_metrics) against known answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_train import TINY
 
-from ehrgen.metrics.lm import model_metrics
+from ehrgen.model_metrics import model_metrics
 from ehrgen.train import run
 
 

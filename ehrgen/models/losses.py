@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ehrgen.errors import InputError
+from ehrgen.metrics.lm import IGNORE_INDEX
 from ehrgen.models.prompt_bart import PromptBartOutput
 
-IGNORE_INDEX = -100
 VISIT_START_ID, VISIT_END_ID = 4, 5
 
 

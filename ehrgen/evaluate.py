@@ -67,7 +67,11 @@ def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
             raise InputError(f"fidelity.levels: unknown level {name!r}; expected code and/or category")
         level = Level.codes(vocab) if name == "code" else Level.categories(vocab)
         st_real = patient_stats(inp.real, level)
-        kwargs = {"top_k": int(cfg.fidelity.top_k), "band_edges": tuple(cfg.fidelity.band_edges)}
+        kwargs = {
+            "top_k": int(cfg.fidelity.top_k),
+            "band_edges": tuple(cfg.fidelity.band_edges),
+            "profile_min_patients": int(cfg.fidelity.profile_min_patients),
+        }
         cmp = LevelComparison(st_real, patient_stats(inp.synthetic, level), level, **kwargs)
         sizes = {"real": inp.real.n_patients, "synthetic": inp.synthetic.n_patients}
         metrics.update(_prefixed(f"fidelity/{name}", bootstrap(cmp.stats, sizes, boot, stream=10 + i)))

@@ -31,7 +31,7 @@ deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 pins = []
 for dep in deps:
     m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([0-9][^,;\s]*)", dep)
-    if m and not m.group(1).startswith("torch"):
+    if m and m.group(1) != "torch":
         pins.append(f"{m.group(1)}=={m.group(2)}")
 open(sys.argv[1], "w").write("\n".join(pins) + "\n")
 EOF

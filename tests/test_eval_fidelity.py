@@ -191,3 +191,38 @@ def test_metric_entry_methods():
     assert (basic["ci_low"], basic["ci_high"]) == (0.75, 2.25)
     assert pct["bias"] == 0.5 and pct["n_boot"] == 4
     assert metric_entry(float("nan"), reps)["value"] is None
+
+
+def test_longitudinal_metrics_known_answer(tmp_path):
+    """Carry-over, means and per-code age/sex profile gaps on hand-made cohorts."""
+    real = _patients(
+        [
+            (1, 0, 70.0, [["4019", "4280"], ["4019", "5849"], ["4019"]]),  # carried 1 of 2, then 1 of 2
+            (2, 1, 30.0, [["4019"], ["25000"]]),  # carried 0 of 1
+            (3, 1, 50.0, [["4280"]]),
+        ]
+    )
+    syn = _patients(
+        [
+            (1, 0, 60.0, [["4019", "4280"], ["4019", "4280"]]),  # carried 2 of 2
+            (2, 0, 40.0, [["4019"]]),
+        ]
+    )
+    a, b = _arrays(tmp_path, {"real": real, "syn": syn})
+    level = Level.codes(a.vocab)
+    m = _point(
+        LevelComparison(patient_stats(a, level), patient_stats(b, level), level, profile_min_patients=2)
+    )
+    assert m["carry_over_real"] == pytest.approx(2 / 5)  # (1 + 1 + 0) / (2 + 2 + 1)
+    assert m["carry_over"] == pytest.approx(1.0)
+    assert m["carry_over_ratio"] == pytest.approx(2.5)
+    assert m["visits_per_patient_mean_real"] == pytest.approx(6 / 3)
+    assert m["visits_per_patient_mean"] == pytest.approx(3 / 2)
+    assert m["codes_per_visit_mean_real"] == pytest.approx(8 / 6)
+    assert m["codes_per_visit_mean"] == pytest.approx(5 / 3)
+    # codes held by >= 2 real patients: 4019 (patients 1, 2) and 4280 (patients 1, 3)
+    # 4019: real mean age 50, female 0.5; synthetic (patients 1, 2) age 50, female 0
+    # 4280: real mean age 60, female 0.5; synthetic (patient 1) age 60, female 0
+    assert m["profile_tokens"] == 2
+    assert m["age_profile_gap"] == pytest.approx(0.0)
+    assert m["female_profile_gap"] == pytest.approx(0.5)

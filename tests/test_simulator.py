@@ -123,6 +123,20 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, monkeypatch: py
     _check_ids(a)
 
 
+def test_id_offset_gives_the_same_patients_under_disjoint_ids(tmp_path: Path, monkeypatch) -> None:
+    """Independent truth samples (fidelity benchmark) need ids that never collide."""
+    monkeypatch.setattr(simulator, "CHUNK_PATIENTS", 700)
+    write_mimic3_csvs(tmp_path / "a", 1500, seed=7)
+    write_mimic3_csvs(tmp_path / "b", 1500, seed=7, id_offset=10_000_000)
+    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"):
+        a, b = _read(tmp_path / "a", name), _read(tmp_path / "b", name)
+        assert (b["SUBJECT_ID"] - a["SUBJECT_ID"]).unique().to_list() == [10_000_000], name
+        assert a.drop("SUBJECT_ID").equals(b.drop("SUBJECT_ID")), name
+    assert SimulatedSource(10, 1).cache_key() != SimulatedSource(10, 1, id_offset=5).cache_key()
+    with pytest.raises(InputError, match="id_offset must be an integer >= 0"):
+        SimulatedSource(10, 1, id_offset=-1)
+
+
 def test_failure_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(simulator, "CHUNK_PATIENTS", 100)
     real_chunk, calls = simulator._chunk, []

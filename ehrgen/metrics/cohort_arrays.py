@@ -182,6 +182,10 @@ class PatientStats:
     pair_key: np.ndarray  # a * T + b
     trans_patient: np.ndarray  # patient of each consecutive-visit transition (a in t, b in t+1)
     trans_key: np.ndarray  # a * T + b
+    carried: np.ndarray  # [n] tokens of a visit present again in the patient's next visit
+    carry_base: np.ndarray  # [n] tokens of the visits that have a next visit
+    age: np.ndarray  # [n] years at the first visit
+    female: np.ndarray  # [n] 1.0 for sex 1, 0.0 otherwise
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -236,6 +240,7 @@ def patient_stats(arr: CohortArrays, level: Level) -> PatientStats:
     b = start[v[tr] + 1] + q % np.maximum(size[v[tr] + 1], 1)
     trans_key = e_tok[a] * t + e_tok[b]
     n_transitions = np.bincount(vp[v], minlength=n).astype(np.int64)
+    same = e_tok[a] == e_tok[b]  # a token of visit t that visit t + 1 holds again
     return PatientStats(
         visit_counts,
         n_visits,
@@ -245,6 +250,10 @@ def patient_stats(arr: CohortArrays, level: Level) -> PatientStats:
         pair_key,
         vp[v[tr]],
         trans_key,
+        carried=np.bincount(vp[v[tr]][same], minlength=n).astype(np.float64),
+        carry_base=np.bincount(vp[v], weights=size[v], minlength=n).astype(np.float64),
+        age=np.asarray(arr.age, dtype=np.float64),
+        female=(np.asarray(arr.sex) == 1).astype(np.float64),
     )
 
 

@@ -45,6 +45,7 @@ class LevelComparison:
         groups: tuple[str, str] = ("real", "synthetic"),
         top_k: int = 100,
         band_edges: tuple[float, ...] = (0.5, 0.9),
+        profile_min_patients: int = 100,
     ):
         self.level, self.groups, self.top_k, self.band_edges = level, groups, top_k, tuple(band_edges)
         t = level.size
@@ -79,6 +80,13 @@ class LevelComparison:
         self.n_transitions = [ref.n_transitions.astype(np.float64), other.n_transitions.astype(np.float64)]
         width_v = int(max(ref.n_visits.max(initial=0), other.n_visits.max(initial=0))) + 1
         self.visit_hist = [_histogram(s.n_visits, width_v) for s in (ref, other)]
+        self.carried = [ref.carried, other.carried]
+        self.carry_base = [ref.carry_base, other.carry_base]
+        self.codes_total = [np.asarray(m.sum(1)).ravel() for m in self.counts]  # sum of visit sizes
+        self.age = [ref.age, other.age]
+        self.female = [ref.female, other.female]
+        # profile gaps cover tokens held by >= profile_min_patients reference patients (fixed set)
+        self.profiled = np.asarray(self.present[0].sum(0)).ravel() >= profile_min_patients
         width_s = max(ref.visit_sizes.shape[1], other.visit_sizes.shape[1])
         self.size_hist = [_pad(s.visit_sizes, width_s) for s in (ref, other)]
 
@@ -140,9 +148,39 @@ class LevelComparison:
             d, p = F.ks_from_histograms(weighted_sum(w[0], hists[0]), weighted_sum(w[1], hists[1]))
             out[f"ks_{name}"], out[f"ks_{name}_pvalue"] = d, p
 
+        out.update(self._longitudinal(w))
+
         recall = F.band_recall(counts[0], counts[1], self.band_edges)
         for i, band in enumerate(BAND_NAMES[: recall.shape[-1]]):
             out[f"recall_{band}"] = recall[..., i]
+        return out
+
+    def _longitudinal(self, w: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Carry-over, mean visits and codes, and per-token age and sex profiles (docs/metrics.md).
+
+        ``<name>_real`` is the reference cohort's value, ``<name>`` the other cohort's.
+        """
+        out: dict[str, np.ndarray] = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for g, suffix in ((0, "_real"), (1, "")):
+                visits = w[g] @ self.n_visits[g]
+                out[f"carry_over{suffix}"] = (w[g] @ self.carried[g]) / (w[g] @ self.carry_base[g])
+                out[f"visits_per_patient_mean{suffix}"] = visits / w[g].sum(1)
+                out[f"codes_per_visit_mean{suffix}"] = (w[g] @ self.codes_total[g]) / visits
+            for key in ("carry_over", "visits_per_patient_mean", "codes_per_visit_mean"):
+                out[f"{key}_ratio"] = out[key] / out[f"{key}_real"]
+            holders = [weighted_sum(w[g], self.present[g]) for g in (0, 1)]  # (weighted) patients per token
+            cols = self.profiled
+            for name, values in (("age", self.age), ("female", self.female)):
+                means = [
+                    weighted_sum(w[g] * values[g][None, :], self.present[g][:, cols]) / holders[g][:, cols]
+                    for g in (0, 1)
+                ]
+                ok = holders[1][:, cols] > 0
+                weight = np.where(ok, holders[0][:, cols], 0.0)
+                gap = np.where(ok, np.abs(means[0] - means[1]), 0.0)
+                out[f"{name}_profile_gap"] = (weight * gap).sum(1) / weight.sum(1)
+            out["profile_tokens"] = np.full(w[0].shape[0], float(cols.sum()))
         return out
 
     def point(self) -> dict[str, np.ndarray]:

@@ -552,11 +552,13 @@ def _tables(
     return {"PATIENTS": patients, "ADMISSIONS": admissions, "DIAGNOSES_ICD": diagnoses}
 
 
-def _check_args(n_patients: object, seed: object) -> None:
+def _check_args(n_patients: object, seed: object, id_offset: object = 0) -> None:
     if isinstance(n_patients, bool) or not isinstance(n_patients, int | np.integer) or n_patients < 1:
         raise InputError(f"simulator n_patients must be an integer >= 1, got {n_patients!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(f"simulator seed must be an integer >= 0, got {seed!r}")
+    if isinstance(id_offset, bool) or not isinstance(id_offset, int | np.integer) or id_offset < 0:
+        raise InputError(f"simulator id_offset must be an integer >= 0, got {id_offset!r}")
 
 
 def _write_tables(
@@ -568,13 +570,14 @@ def _write_tables(
         writers[name].write_table(table)
 
 
-def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0) -> dict[str, int]:
+def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0, id_offset: int = 0) -> dict[str, int]:
     """Write PATIENTS.csv, ADMISSIONS.csv, DIAGNOSES_ICD.csv, D_ICD_DIAGNOSES.csv; return row counts.
 
-    The same ``(n_patients, seed)`` always gives byte-identical files. Files appear complete or
-    not at all (written under temporary names, then renamed).
+    The same ``(n_patients, seed, id_offset)`` always gives byte-identical files. SUBJECT_IDs run
+    from ``id_offset + 1``: independent samples of the same truth (other seeds) get disjoint ids
+    with different offsets. Files appear complete or not at all (temporary names, then renamed).
     """
-    _check_args(n_patients, seed)
+    _check_args(n_patients, seed, id_offset)
     world = _world()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -589,7 +592,7 @@ def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0) -> dict[str
             for i, start in enumerate(range(0, n_patients, CHUNK_PATIENTS)):
                 rng = np.random.default_rng([int(seed), i])
                 chunk = _chunk(rng, min(CHUNK_PATIENTS, n_patients - start), world)
-                tables = _tables(rng, chunk, world, start, hadm0, rows)
+                tables = _tables(rng, chunk, world, int(id_offset) + start, hadm0, rows)
                 hadm0 += tables["ADMISSIONS"].num_rows
                 for name, table in tables.items():
                     rows[name] += table.num_rows
@@ -624,24 +627,28 @@ class SimulatedSource:
 
     name = "simulated"
 
-    def __init__(self, n_patients: int = 2000, seed: int = 0):
-        _check_args(n_patients, seed)
+    def __init__(self, n_patients: int = 2000, seed: int = 0, id_offset: int = 0):
+        _check_args(n_patients, seed, id_offset)
         self.n_patients = int(n_patients)
         self.seed = int(seed)
+        self.id_offset = int(id_offset)
 
     def cache_key(self) -> dict[str, object]:
-        return {
+        key: dict[str, object] = {
             "source": "simulated",
             "n_patients": self.n_patients,
             "seed": self.seed,
             "simulator_version": SIMULATOR_VERSION,
         }
+        if self.id_offset:  # absent when 0, so existing cached cohorts keep their folders
+            key["id_offset"] = self.id_offset
+        return key
 
     def load(self, workdir: Path) -> SourceTables:
         from ehrgen.data.sources.mimic3 import Mimic3Source  # the reader the simulator exists to exercise
 
         raw = Path(workdir) / "raw"
-        rows = write_mimic3_csvs(raw, self.n_patients, self.seed)
+        rows = write_mimic3_csvs(raw, self.n_patients, self.seed, self.id_offset)
         tables = Mimic3Source(raw).load(workdir)
         tables.name = "simulated"
         tables.info.pop("raw_dir", None)  # a scratch folder, deleted once the cohort is built
@@ -649,6 +656,7 @@ class SimulatedSource:
             {
                 "n_patients": self.n_patients,
                 "seed": self.seed,
+                "id_offset": self.id_offset,
                 "simulator_version": SIMULATOR_VERSION,
                 "raw_rows": rows,
             }

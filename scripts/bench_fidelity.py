@@ -1,0 +1,266 @@
+"""Fidelity against a known truth: how close does a trained ehrgen get to the noise floor?
+
+    python scripts/bench_fidelity.py --patients 20000 --models flat hierarchical --out bench/fidelity
+
+The built-in simulator is the truth. Three samples are drawn from it with different seeds and
+disjoint subject ids: a training cohort (its train split holds ``--patients`` patients) and two
+independent truth cohorts A and B of ``--patients`` each. Each model is trained on the training
+cohort with the repository's defaults (``ehrgen.train``; ``--max-epochs`` / ``--max-time`` /
+``--train`` overrides), generates as many patients as the truth holds (``ehrgen.generate``,
+defaults), and every cohort is compared with truth A by ``ehrgen.evaluate`` itself (one
+implementation of every metric):
+
+* **floor**: truth B vs truth A, what two samples of the truth give each other;
+* **train**: the training split vs truth A (a generator that copies its data);
+* **<model>**: the synthetic cohort vs truth A, with its ratio to the floor.
+
+Exact copies: share of a cohort's patients whose set of codes equals a training patient's
+(``privacy/jaccard/copy_rate`` with the training split as real); the floor is truth A's own
+collision rate with the training split. Everything lands in ``--out`` (cohorts, runs, synthetic
+cohorts, evaluations, ``results.json``, ``results.md``); a stage whose output exists is reused, so
+an interrupted benchmark resumes. Record runs in docs/benchmarks.md with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ehrgen.config import compose
+from ehrgen.data.cohort import Cohort
+
+TRUTH_OFFSETS = {"train": 0, "truth_a": 10_000_000, "truth_b": 20_000_000}
+TRUTH_SEEDS = {"train": 1, "truth_a": 2, "truth_b": 3}
+MIN_STRATUM = 500  # strata with fewer truth patients are not scored (too noisy to compare)
+
+# (label, metrics.json key, kind): "lower" metrics are scored as a ratio to the floor, "higher"
+# ones shown as values, "ratio" ones (synthetic / truth) as a relative difference.
+ROWS: list[tuple[str, str, str]] = [
+    ("code JSD (log2)", "fidelity/code/jsd", "lower"),
+    ("category JSD (log2)", "fidelity/category/jsd", "lower"),
+    ("top-100 overlap", "fidelity/code/top100_overlap", "higher"),
+    ("prevalence R²", "fidelity/code/prevalence_r2", "higher"),
+    ("within-visit co-occurrence R²", "fidelity/code/cooccurrence_r2", "higher"),
+    ("category transition R² (t -> t+1)", "fidelity/category/transition_r2", "higher"),
+    ("carry-over share (truth {real})", "fidelity/code/carry_over", "ratio"),
+    ("visits per patient, mean (truth {real})", "fidelity/code/visits_per_patient_mean", "ratio"),
+    ("codes per visit, mean (truth {real})", "fidelity/code/codes_per_visit_mean", "ratio"),
+    ("KS visits per patient", "fidelity/code/ks_visits_per_patient", "lower"),
+    ("KS codes per visit", "fidelity/code/ks_codes_per_visit", "lower"),
+    ("per-code age profile gap, years", "fidelity/code/age_profile_gap", "lower"),
+    ("per-code female share gap", "fidelity/code/female_profile_gap", "lower"),
+    ("validity violations (patients)", "validity/violation_rate_any", "lower"),
+]
+
+
+def _value(metrics: dict[str, Any], key: str) -> float:
+    entry = metrics.get(key)
+    return float("nan") if entry is None or entry["value"] is None else float(entry["value"])
+
+
+def prepare(out: Path, name: str, n: int) -> Path:
+    from ehrgen.prepare import run
+
+    path = out / "cohorts" / name
+    if not (path / "metadata" / "cohort.json").is_file():
+        cfg = compose(
+            "prepare",
+            [
+                "data=simulated",
+                f"data.n_patients={n}",
+                f"data.seed={TRUTH_SEEDS[name]}",
+                f"data.id_offset={TRUTH_OFFSETS[name]}",
+                f"data.cohort_dir={path}",
+                f"paths.cache_dir={out / 'cache'}",
+            ],
+        )
+        run(cfg)
+    return path
+
+
+def train(out: Path, model: str, cohort: Path, overrides: list[str]) -> tuple[Path, float]:
+    from ehrgen.train import run
+
+    run_dir = out / "runs" / model
+    summary_file = run_dir / "summary.json"
+    if not summary_file.is_file():
+        cfg = compose(
+            "train",
+            [
+                f"model={model}",
+                f"data.cohort_dir={cohort}",
+                f"paths.run_dir={run_dir}",
+                f"paths.cache_dir={out / 'cache'}",
+                "examples=0",
+                "trainer.enable_progress_bar=false",
+                *overrides,
+            ],
+        )
+        started = time.perf_counter()
+        summary = run(cfg)
+        summary["train_seconds"] = time.perf_counter() - started
+        summary_file.write_text(json.dumps(summary, indent=2))
+    summary = json.loads(summary_file.read_text())
+    ckpt = summary["best_checkpoint"] or summary["last_checkpoint"]
+    return Path(ckpt), float(summary.get("train_seconds", math.nan))
+
+
+def generate(out: Path, model: str, ckpt: Path, n: int) -> tuple[Path, float]:
+    from ehrgen.generate import run
+
+    target = out / "synthetic" / model
+    if not (target / "generation.json").is_file():
+        run(compose("generate", [f"ckpt={ckpt}", f"n_patients={n}", f"out_dir={target}", "progress=false"]))
+    meta = json.loads((target / "generation.json").read_text())
+    return target / "cohort", float(meta["seconds"])
+
+
+def evaluate(
+    out: Path, name: str, real: Path, other: Path, holdout: Path, splits: dict[str, str], privacy: bool
+) -> dict:
+    from ehrgen.evaluate import run
+
+    target = out / "evaluations" / name
+    if not (target / "metrics.json").is_file():
+        enabled = ["privacy"] if privacy else ["fidelity", "conditioning", "validity"]
+        overrides = [
+            f"real={real}",
+            f"synthetic={other}",
+            f"holdout={holdout}",
+            f"out_dir={target}",
+            "bootstrap.n=0",
+            "fidelity.holdout_reference=false",
+            f"conditioning.min_stratum_patients={MIN_STRATUM}",
+            "report.enabled=false",
+            "privacy.distances=[jaccard]",
+            "privacy.max_records=1000000",
+            *(f"{stage}.enabled={stage in enabled}" for stage in ("fidelity", "conditioning", "validity", "privacy", "utility")),
+            *(f"splits.{role}={value}" for role, value in splits.items()),
+        ]  # fmt: skip
+        run(compose("evaluate", overrides))
+    return json.loads((target / "metrics.json").read_text())["metrics"]
+
+
+def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
+    """Code JSD per age band x sex stratum (only strata the evaluation scored)."""
+    out = {}
+    for key, entry in metrics.items():
+        if key.startswith("conditioning/stratum/") and key.endswith("/jsd") and entry["value"] is not None:
+            out[key.split("/")[2]] = float(entry["value"])
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    floor, cols = results["floor"], [c for c in results["columns"] if c != "floor"]
+    lines = [
+        "| metric (vs truth A) | floor (truth B) | " + " | ".join(cols) + " |",
+        "|---|---:|" + "---:|" * len(cols),
+    ]
+    for label, key, kind in ROWS:
+        real = floor["metrics"].get(
+            key.replace("/carry_over", "/carry_over_real").replace("_mean", "_mean_real")
+        )
+        label = label.format(real=f"{real:.3g}" if real is not None else "?")
+        f = floor["metrics"].get(key, math.nan)
+        cells = []
+        for c in cols:
+            v = results[c]["metrics"].get(key, math.nan)
+            if kind == "lower" and f and not math.isnan(f) and f > 0:
+                cells.append(f"{v:.4g} ({v / f:.1f}x)")
+            elif kind == "ratio" and real:
+                cells.append(f"{v:.3g} ({100 * (v / real - 1):+.1f} %)")
+            else:
+                cells.append(f"{v:.4g}")
+        lines.append(f"| {label} | {f:.4g} | " + " | ".join(cells) + " |")
+    for what in ("worst", "mean"):
+        cells = []
+        for c in cols:
+            s = results[c]["strata"]
+            ratios = [s[k] / floor["strata"][k] for k in s if floor["strata"].get(k)]
+            if not ratios:
+                cells.append("-")
+            elif what == "worst":
+                worst = max(s, key=lambda k: s[k] / floor["strata"].get(k, math.inf))
+                cells.append(f"{s[worst]:.4g} ({max(ratios):.1f}x, {worst})")
+            else:
+                mean = sum(s.values()) / len(s)
+                cells.append(f"{mean:.4g} ({sum(ratios) / len(ratios):.1f}x)")
+        fs = floor["strata"]
+        fv = (max(fs.values()) if what == "worst" else sum(fs.values()) / len(fs)) if fs else math.nan
+        lines.append(f"| stratum code JSD, {what} (strata >= {MIN_STRATUM} patients) | {fv:.4g} | " + " | ".join(cells) + " |")  # fmt: skip
+    cp = [f"{results[c]['copy_rate']:.4f}" for c in cols]
+    lines.append(
+        f"| exact copies of a training patient | {floor['copy_rate']:.4f} | " + " | ".join(cp) + " |"
+    )
+    times = [
+        f"{results[c]['train_minutes']:.0f} min / {results[c]['generate_seconds']:.0f} s" if "train_minutes" in results[c] else "-"
+        for c in cols
+    ]  # fmt: skip
+    lines.append("| training / generation time | | " + " | ".join(times) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=20_000, help="training-split and truth size")
+    parser.add_argument(
+        "--models", nargs="+", default=["flat", "hierarchical"], choices=["flat", "hierarchical"]
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="trainer.max_epochs (default: the config's)"
+    )
+    parser.add_argument("--max-time", default=None, help="trainer.max_time, e.g. 00:01:00:00")
+    parser.add_argument("--train", nargs="*", default=[], help="more ehrgen.train overrides")
+    parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
+    args = parser.parse_args()
+    out = args.out.absolute()
+    n = args.patients
+
+    # the training cohort's train split (80 %) holds about n patients
+    train_cohort = prepare(out, "train", round(n / 0.8))
+    truth_a, truth_b = prepare(out, "truth_a", n), prepare(out, "truth_b", n)
+    print(
+        f"train split: {Cohort(train_cohort).meta['counts']['patients']['train']} patients; truth: {n} each"
+    )
+
+    results: dict[str, Any] = {"patients": n, "columns": ["floor", "train"], "command": vars(args)}
+    every = {"real": "null", "synthetic": "null", "holdout": "null"}
+
+    def score(name: str, other: Path, synthetic_splits: str = "null") -> dict[str, Any]:
+        m = evaluate(
+            out, name, truth_a, other, truth_b, {**every, "synthetic": synthetic_splits}, privacy=False
+        )
+        copy_splits = {"real": "[train]", "synthetic": synthetic_splits, "holdout": "[test]"}
+        copies = evaluate(out, f"{name}-copies", train_cohort, other, train_cohort, copy_splits, privacy=True)
+        return {
+            "metrics": {k: _value(m, k) for k in m if k.startswith(("fidelity/", "validity/"))},
+            "strata": strata_jsd(m),
+            "copy_rate": _value(copies, "privacy/jaccard/copy_rate"),
+        }
+
+    results["floor"] = score("floor", truth_b)
+    results["train"] = score("train", train_cohort, "[train]")
+    overrides = list(args.train)
+    if args.max_epochs is not None:
+        overrides.append(f"trainer.max_epochs={args.max_epochs}")
+    if args.max_time is not None:
+        overrides.append(f"+trainer.max_time={args.max_time}")
+    for model in args.models:
+        ckpt, train_s = train(out, model, train_cohort, overrides)
+        synthetic, gen_s = generate(out, model, ckpt, n)
+        results[model] = {**score(model, synthetic), "train_minutes": train_s / 60, "generate_seconds": gen_s}
+        results["columns"].append(model)
+    text = table(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

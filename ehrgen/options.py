@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.errors import InputError
@@ -119,6 +118,8 @@ def check_resume_checkpoint(path: Path, model: DictConfig, tokenizer: dict[str, 
     Loaded with ``weights_only=True`` (no pickled code runs, whatever the torch version or
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) and memory-mapped, so the check costs little.
     """
+    import torch  # here, not at the top: prepare imports this module and never needs torch
+
     from ehrgen.module import CHECKPOINT_KEY
 
     try:

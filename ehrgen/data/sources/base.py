@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
 
-from ehrgen.data.sources.csv_check import check_csv
+from ehrgen.data.sources.csv_check import CsvLayout, check_csv
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,14 @@ class RawCsv:
     def __init__(self) -> None:
         self.drops: dict[str, int] = {}
         self.records: dict[str, int] = {}
+        self._layouts: dict[Path, Future[CsvLayout]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="csv-check")
+
+    def check(self, *paths: Path) -> None:
+        """Start the structural pass of ``paths`` in the background (numpy releases the GIL)."""
+        for path in paths:
+            if path not in self._layouts:
+                self._layouts[path] = self._pool.submit(check_csv, path)
 
     def scan(self, path: Path, columns: dict[str, pl.DataType], table: str) -> pl.LazyFrame:
         """Scan ``columns`` of the CSV (headers matched case-insensitively, renamed to lower case).
@@ -94,7 +103,8 @@ class RawCsv:
         strings afterwards: a value that does not parse (``abc``, ``1.5`` for an integer) becomes
         null, and the builder drops and counts it like a missing one.
         """
-        layout = check_csv(path)
+        self.check(path)
+        layout = self._layouts[path].result()
         try:
             header = pl.scan_csv(path, infer_schema=False, raise_if_empty=False).collect_schema().names()
         except pl.exceptions.PolarsError as err:

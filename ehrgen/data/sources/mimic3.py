@@ -41,6 +41,7 @@ class Mimic3Source:
             self.raw_dir, "DIAGNOSES_ICD", "MIMIC-III DIAGNOSES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)"
         )
         raw = RawCsv()
+        raw.check(patients_csv, admissions_csv, diagnoses_csv)  # all three at once, in the background
         patients = raw.scan(
             patients_csv, {"subject_id": pl.Int64, "gender": pl.Utf8, "dob": pl.Utf8}, "patients"
         ).select(

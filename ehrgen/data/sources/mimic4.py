@@ -62,6 +62,7 @@ class Mimic4Source:
             "MIMIC-IV hosp/diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
         )
         raw = RawCsv()
+        raw.check(patients_csv, admissions_csv, diagnoses_csv)  # all three at once, in the background
         patients = raw.scan(
             patients_csv,
             {"subject_id": pl.Int64, "gender": pl.Utf8, "anchor_age": pl.Int64, "anchor_year": pl.Int64},

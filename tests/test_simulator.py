@@ -130,7 +130,8 @@ def test_id_offset_gives_the_same_patients_under_disjoint_ids(tmp_path: Path, mo
     write_mimic3_csvs(tmp_path / "b", 1500, seed=7, id_offset=10_000_000)
     for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"):
         a, b = _read(tmp_path / "a", name), _read(tmp_path / "b", name)
-        assert (b["SUBJECT_ID"] - a["SUBJECT_ID"]).unique().to_list() == [10_000_000], name
+        diff = b["SUBJECT_ID"].cast(pl.Int64) - a["SUBJECT_ID"].cast(pl.Int64)
+        assert diff.unique().to_list() == [10_000_000], name
         assert a.drop("SUBJECT_ID").equals(b.drop("SUBJECT_ID")), name
     assert SimulatedSource(10, 1).cache_key() != SimulatedSource(10, 1, id_offset=5).cache_key()
     with pytest.raises(InputError, match="id_offset must be an integer >= 0"):

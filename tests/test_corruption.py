@@ -12,6 +12,7 @@ from ehrgen.data.corruption import (
     CorruptionConfig,
     apply_task,
     corrupt,
+    corrupt_batch,
     delete_tokens,
     keep_first_visits,
     mask_spans,
@@ -179,6 +180,27 @@ def test_corrupt_applies_with_probability_p_and_mixes_tasks(patients: list[np.nd
     a = [corrupt(p, np.random.default_rng(3), cfg, CONTENT) for p in patients[:30]]
     b = [corrupt(p, np.random.default_rng(3), cfg, CONTENT) for p in patients[:30]]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_prompt_p_gives_the_generation_prompt_to_patients_of_every_length() -> None:
+    """next_visit alone reaches the empty encoder for 1 / n_visits of the patients it corrupts."""
+    rng = np.random.default_rng(5)
+    by_length = {n: [_patient(rng, n) for _ in range(400)] for n in (1, 3, 6)}
+    prompt = [BOS, EOS]
+
+    def empty_share(cfg: CorruptionConfig, seqs: list[np.ndarray]) -> float:
+        out = corrupt_batch(seqs, np.random.default_rng(9), cfg, CONTENT)
+        return float(np.mean([o.tolist() == prompt for o in out]))
+
+    only_next = CorruptionConfig(p=1.0, tasks=("next_visit",))
+    assert empty_share(only_next, by_length[1]) == 1.0
+    assert 0.1 < empty_share(only_next, by_length[6]) < 0.25  # ~1/6
+    with_prompt = CorruptionConfig(p=0.5, prompt_p=0.3)
+    for n, seqs in by_length.items():
+        assert 0.24 < empty_share(with_prompt, seqs) < 0.4, n  # ~0.3 (+ next_visit's own k = 0)
+    assert CorruptionConfig().prompt_p == 0.0  # off by default
+    with pytest.raises(InputError, match="prompt_p must lie in"):
+        CorruptionConfig(prompt_p=1.5)
 
 
 def test_task_weights_select_tasks() -> None:

@@ -16,6 +16,13 @@ and visit markers stay, except that next-visit prediction removes whole visits.
 - ``next_visit``: the encoder sees only the first k visits, k uniform in [0, n_visits - 1]; k = 0
   is the demographics-only prompt that generation starts from.
 
+``prompt_p`` (default 0, off) gives, before any task, that share of patients the demographics-only
+encoder input ``<s> </s>`` whatever their length. Without it the decoder rarely writes a
+multi-visit patient from an empty encoder, the condition demographics-mode generation runs in:
+``next_visit`` reaches k = 0 for 1 / n_visits of the patients it corrupts (every single-visit
+patient, a third of three-visit ones), so across-visit structure is learned mostly while the
+encoder holds the answer.
+
 Every function takes a ``numpy.random.Generator``, so a seeded generator reproduces the output.
 """
 
@@ -28,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ehrgen.config import coerce_options
-from ehrgen.data.vocab import EOS, MASK, N_SPECIAL, UNK, VISIT_START
+from ehrgen.data.vocab import BOS, EOS, MASK, N_SPECIAL, UNK, VISIT_START
 from ehrgen.errors import InputError
 
 TASKS: tuple[str, ...] = ("mask", "delete", "replace", "shuffle", "next_visit")
@@ -39,6 +46,7 @@ class CorruptionConfig:
     """Options of :func:`corrupt`; the defaults follow PromptEHR / BART."""
 
     p: float = 0.5
+    prompt_p: float = 0.0  # share given the demographics-only encoder input <s> </s> (before tasks)
     tasks: tuple[str, ...] = TASKS
     task_weights: tuple[float, ...] | None = None  # None: uniform over ``tasks``
     mask_ratio: float = 0.3
@@ -51,7 +59,7 @@ class CorruptionConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise InputError(f"corruption.tasks: unknown {unknown} or empty; expected a subset of {TASKS}")
-        for name in ("p", "mask_ratio", "delete_p", "replace_p"):
+        for name in ("p", "prompt_p", "mask_ratio", "delete_p", "replace_p"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InputError(f"corruption.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.poisson_lambda <= 0:
@@ -185,17 +193,25 @@ def apply_task(
 def corrupt_batch(
     seqs: list[np.ndarray], rng: np.random.Generator, cfg: CorruptionConfig, content_range: tuple[int, int]
 ) -> list[np.ndarray]:
-    """Encoder inputs for clean sequences: each, with probability ``cfg.p``, gets one random task."""
+    """Encoder inputs for clean sequences: with probability ``cfg.prompt_p`` the demographics-only
+    prompt ``<s> </s>``, else with probability ``cfg.p`` one random task."""
     n = len(seqs)
+    # drawn only when on, so that prompt_p=0 leaves every seeded corruption as it was
+    prompted = rng.random(n) < cfg.prompt_p if cfg.prompt_p > 0 else np.zeros(n, dtype=bool)
     applied = rng.random(n) < cfg.p
     if cfg.task_weights is None:
         tasks = rng.integers(0, len(cfg.tasks), size=n)
     else:
         weights = np.asarray(cfg.task_weights) / np.sum(cfg.task_weights)
         tasks = rng.choice(len(cfg.tasks), size=n, p=weights)
+    prompt = np.array([BOS, EOS], dtype=np.int64)
     return [
-        apply_task(cfg.tasks[t], s, rng, cfg, content_range) if a else np.asarray(s, dtype=np.int64)
-        for s, a, t in zip(seqs, applied.tolist(), tasks.tolist(), strict=True)
+        prompt.copy()
+        if e
+        else apply_task(cfg.tasks[t], s, rng, cfg, content_range)
+        if a
+        else np.asarray(s, dtype=np.int64)
+        for s, e, a, t in zip(seqs, prompted.tolist(), applied.tolist(), tasks.tolist(), strict=True)
     ]
 
 

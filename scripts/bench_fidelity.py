@@ -82,10 +82,11 @@ def prepare(out: Path, name: str, n: int) -> Path:
     return path
 
 
-def train(out: Path, model: str, cohort: Path, overrides: list[str]) -> tuple[Path, float]:
+def train(out: Path, name: str, model: str, cohort: Path, overrides: list[str]) -> tuple[dict, float]:
+    """Train ``model`` as run ``name``; return its summary and the training seconds."""
     from ehrgen.train import run
 
-    run_dir = out / "runs" / model
+    run_dir = out / "runs" / name
     summary_file = run_dir / "summary.json"
     if not summary_file.is_file():
         cfg = compose(
@@ -105,14 +106,13 @@ def train(out: Path, model: str, cohort: Path, overrides: list[str]) -> tuple[Pa
         summary["train_seconds"] = time.perf_counter() - started
         summary_file.write_text(json.dumps(summary, indent=2))
     summary = json.loads(summary_file.read_text())
-    ckpt = summary["best_checkpoint"] or summary["last_checkpoint"]
-    return Path(ckpt), float(summary.get("train_seconds", math.nan))
+    return summary, float(summary.get("train_seconds", math.nan))
 
 
-def generate(out: Path, model: str, ckpt: Path, n: int) -> tuple[Path, float]:
+def generate(out: Path, name: str, ckpt: Path, n: int) -> tuple[Path, float]:
     from ehrgen.generate import run
 
-    target = out / "synthetic" / model
+    target = out / "synthetic" / name
     if not (target / "generation.json").is_file():
         run(compose("generate", [f"ckpt={ckpt}", f"n_patients={n}", f"out_dir={target}", "progress=false"]))
     meta = json.loads((target / "generation.json").read_text())
@@ -143,6 +143,52 @@ def evaluate(
         ]  # fmt: skip
         run(compose("evaluate", overrides))
     return json.loads((target / "metrics.json").read_text())["metrics"]
+
+
+def curve(
+    out: Path, name: str, summary: dict, train_s: float, n: int, truth_a: Path, truth_b: Path, floor: dict
+) -> list[dict[str, float]]:
+    """Score every epoch's checkpoint of run ``name`` on ``n`` generated patients; plot vs training time."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    every = {"real": "null", "synthetic": "null", "holdout": "null"}
+    ckpts = sorted(Path(summary["run_dir"], "checkpoints").glob("best-epoch*-step*.ckpt"))
+    epochs = [int(re.search(r"epoch(\d+)", c.name).group(1)) for c in ckpts]
+    total_epochs = max(epochs) + 1 if epochs else 1
+    points = []
+    for ckpt, epoch in zip(ckpts, epochs, strict=True):
+        tag = f"{name}-curve-epoch{epoch:03d}"
+        synthetic, _ = generate(out, tag, ckpt, n)
+        m = evaluate(out, tag, truth_a, synthetic, truth_b, every, privacy=False)
+        points.append({
+            "epoch": epoch + 1,
+            "train_minutes": train_s / 60 * (epoch + 1) / total_epochs,  # epochs take equal time
+            "code_jsd_ratio": _value(m, "fidelity/code/jsd") / floor["metrics"]["fidelity/code/jsd"],
+            "carry_over_ratio": _value(m, "fidelity/code/carry_over_ratio"),
+            "visits_ratio": _value(m, "fidelity/code/visits_per_patient_mean_ratio"),
+            "codes_per_visit_ratio": _value(m, "fidelity/code/codes_per_visit_mean_ratio"),
+        })  # fmt: skip
+    if points:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+        x = [p["train_minutes"] for p in points]
+        a.plot(x, [p["code_jsd_ratio"] for p in points], marker="o")
+        a.axhline(1.0, color="k", lw=0.8, ls="--")
+        a.set(xlabel="training minutes", ylabel="code JSD / floor", title=f"{name}: code JSD")
+        for key, label in (("carry_over_ratio", "carry-over"), ("visits_ratio", "visits / patient"),
+                           ("codes_per_visit_ratio", "codes / visit")):  # fmt: skip
+            b.plot(x, [p[key] for p in points], marker="o", label=label)
+        b.axhline(1.0, color="k", lw=0.8, ls="--")
+        b.set(xlabel="training minutes", ylabel="synthetic / truth", title=f"{name}: across visits")
+        b.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"curve-{name}.png", dpi=100)
+        plt.close(fig)
+    return points
 
 
 def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
@@ -218,6 +264,13 @@ def main() -> None:
     parser.add_argument("--max-time", default=None, help="trainer.max_time, e.g. 00:01:00:00")
     parser.add_argument("--train", nargs="*", default=[], help="more ehrgen.train overrides")
     parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
+    parser.add_argument(
+        "--tag", default="", help="suffix of the model columns, for A/B runs in the same --out (e.g. -prompt)"
+    )
+    parser.add_argument(
+        "--curve", type=int, default=0, metavar="PATIENTS",
+        help="learning curve: keep every epoch's checkpoint and score each on this many generated patients",
+    )  # fmt: skip
     args = parser.parse_args()
     out = args.out.absolute()
     n = args.patients
@@ -229,7 +282,13 @@ def main() -> None:
         f"train split: {Cohort(train_cohort).meta['counts']['patients']['train']} patients; truth: {n} each"
     )
 
-    results: dict[str, Any] = {"patients": n, "columns": ["floor", "train"], "command": vars(args)}
+    # columns of earlier invocations in the same --out are kept (A/B runs with --tag)
+    old = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    results: dict[str, Any] = {
+        **old,
+        "patients": n,
+        "columns": list(dict.fromkeys(["floor", "train", *old.get("columns", [])])),
+    }
     every = {"real": "null", "synthetic": "null", "holdout": "null"}
 
     def score(name: str, other: Path, synthetic_splits: str = "null") -> dict[str, Any]:
@@ -251,12 +310,31 @@ def main() -> None:
         overrides.append(f"trainer.max_epochs={args.max_epochs}")
     if args.max_time is not None:
         overrides.append(f"+trainer.max_time={args.max_time}")
+    if args.curve:
+        overrides.append("callbacks.model_checkpoint.save_top_k=-1")  # every validated epoch stays
     for model in args.models:
-        ckpt, train_s = train(out, model, train_cohort, overrides)
-        synthetic, gen_s = generate(out, model, ckpt, n)
-        results[model] = {**score(model, synthetic), "train_minutes": train_s / 60, "generate_seconds": gen_s}
-        results["columns"].append(model)
+        name = f"{model}{args.tag}"
+        summary, train_s = train(out, name, model, train_cohort, overrides)
+        ckpt = Path(summary["best_checkpoint"] or summary["last_checkpoint"])
+        synthetic, gen_s = generate(out, name, ckpt, n)
+        results[name] = {
+            **score(name, synthetic),
+            "train_minutes": train_s / 60,
+            "generate_seconds": gen_s,
+            "command": vars(args),
+        }
+        results["columns"] = list(dict.fromkeys([*results["columns"], name]))
+        if args.curve:
+            results[name]["curve"] = curve(
+                out, name, summary, train_s, args.curve, truth_a, truth_b, results["floor"]
+            )
     text = table(results)
+    for c in results["columns"]:
+        for p in results[c].get("curve", []):
+            text += (
+                f"\n{c} epoch {p['epoch']} ({p['train_minutes']:.0f} min): code JSD {p['code_jsd_ratio']:.2f}x floor, "
+                f"carry-over {p['carry_over_ratio']:.2f}, visits {p['visits_ratio']:.2f}, codes/visit {p['codes_per_visit_ratio']:.2f}"
+            )
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "results.md").write_text(text + "\n")
     print(text)

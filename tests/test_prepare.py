@@ -274,6 +274,9 @@ def test_cohort_reader_errors(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(InputError, match="not a complete cohort"):
         Cohort(tmp_path / "half")
+    (tmp_path / "file.csv").write_text("x")
+    with pytest.raises(InputError, match="file.csv is a file, not a cohort directory"):
+        Cohort(tmp_path / "file.csv")
 
 
 def test_visit_code_lists_orders_by_seq_and_keeps_first_mention() -> None:

@@ -269,6 +269,8 @@ class Cohort:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().absolute()
         meta_file = self.path / "metadata" / "cohort.json"
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path} is a file, not a cohort directory")
         if not self.path.is_dir():
             raise InputError(
                 f"cohort directory {self.path} does not exist; create it with "

@@ -25,7 +25,6 @@ TRAINER_INTS = {
     "check_val_every_n_epoch": (1, (None,)),
     "accumulate_grad_batches": (1, ()),
     "num_sanity_val_steps": (-1, ()),
-    "devices": (1, ("auto", -1)),
     "num_nodes": (1, ()),
 }
 # Keys that take an int (a count of batches) or a fraction in [0, 1].

@@ -23,7 +23,7 @@ from ehrgen.data.cohort import (
     write_json_atomic,
     write_patient_shards,
 )
-from ehrgen.data.sources.base import SourceTables
+from ehrgen.data.sources.base import ROW_PREFIX, SourceTables
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -167,10 +167,11 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
 
 
 # Which input table each drop reason takes its rows from (the rest of each table is used).
+# (the reader's own row prefixes, plus the builder's and MIMIC-IV reader's other reason names)
 DROP_TABLE_PREFIXES = {
-    "patients": ("patient_", "duplicate_patient"),
-    "admissions": ("admission_", "duplicate_admission"),
-    "diagnoses": ("diagnosis_", "duplicate_code_in_visit", "icd10_", "icd_version_"),
+    "patients": (f"{ROW_PREFIX['patients']}_", "duplicate_patient"),
+    "admissions": (f"{ROW_PREFIX['admissions']}_", "duplicate_admission"),
+    "diagnoses": (f"{ROW_PREFIX['diagnoses']}_", "duplicate_code_in_visit", "icd10_", "icd_version_"),
 }
 
 

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ehrgen.callbacks import GenerationContext, RestoreRNG
+from ehrgen.callbacks import CopyRateMonitor, GenerationContext, RestoreRNG
 from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
 from ehrgen.data.cohort import write_json_atomic
@@ -104,6 +104,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         GenerationContext(cohort, tokenizer),
         RestoreRNG(),
     ]
+    memorisation = cfg.get("memorisation") or {}
+    monitor = None
+    if int(memorisation.get("n_patients") or 0) > 0:
+        monitor = CopyRateMonitor(
+            cohort,
+            tokenizer,
+            n_patients=int(memorisation.n_patients),
+            z=memorisation.get("z"),
+            batch_size=int(memorisation.get("batch_size", 256)),
+            seed=int(cfg.get("seed") or 0),
+        )
+        callbacks.append(monitor)
     # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     trainer: L.Trainer = instantiate(
@@ -136,6 +148,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "last_checkpoint": last,
         "global_step": int(trainer.global_step),
+        "memorisation": None
+        if monitor is None
+        else {"history": monitor.history, "stopped_epoch": monitor.stopped_epoch},
         "metrics": {
             k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
         },

@@ -25,6 +25,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "trainer.log_every_n_steps=1",
     "data.datamodule.batch_size=8",
+    "memorisation.n_patients=64",
 ]
 
 

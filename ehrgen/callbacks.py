@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from ehrgen.data.cohort import Cohort
 from ehrgen.errors import InputError
 from ehrgen.privacy.copies import copies, excess_z, item_set_keys
-from ehrgen.privacy.small_cells import MIN_CELL, safe_expansion_stats
+from ehrgen.privacy.small_cells import MIN_CELL, passes, safe_expansion_stats
 from ehrgen.sampling.constraints import VisitConstraints
 from ehrgen.sampling.demographics import DemographicsModel
 from ehrgen.sampling.sampler import Sampler
@@ -104,7 +104,10 @@ class CopyRateMonitor(Callback):
     item set equals a training patient's (:mod:`ehrgen.privacy.copies`). The reference is the
     validation split's own collision rate with the training patients: held-out real patients,
     never the test split that reports use. Logged: ``val/copy_rate``, ``val/copy_rate_holdout``,
-    ``val/copy_excess`` (the difference) and ``val/copy_excess_z``.
+    ``val/copy_excess`` (the difference) and ``val/copy_excess_z``; the three that involve the
+    held-out count are left out when it is a small cell (1-10 patients). The history travels in
+    the checkpoint's generation context, so generated cohorts and their reports show copy rate by
+    epoch.
 
     When ``z`` is not None and ``val/copy_excess_z > z`` the model is memorising: its weights are
     rolled back to the last epoch that passed the check (before the checkpoint callbacks save,
@@ -138,6 +141,7 @@ class CopyRateMonitor(Callback):
         holdout = keys("val")
         self.n_holdout = len(holdout)
         self.holdout_copies = copies(holdout, self.train_keys)
+        self.holdout_reportable = passes([self.holdout_copies], MIN_CELL)
         self.age, self.sex = DemographicsModel.from_cohort(cohort).sample(
             self.n_patients, np.random.default_rng(self.seed)
         )
@@ -168,7 +172,9 @@ class CopyRateMonitor(Callback):
         pl_module.train(was_training)
         rate, ref = n_copies / n, self.holdout_copies / self.n_holdout
         z = excess_z(n_copies, n, self.holdout_copies, self.n_holdout)
-        row = {"copy_rate": rate, "copy_rate_holdout": ref, "copy_excess": rate - ref, "copy_excess_z": z}
+        row = {"copy_rate": rate}
+        if self.holdout_reportable:  # the held-out rate is a count of real patients (small-cell rule)
+            row.update(copy_rate_holdout=ref, copy_excess=rate - ref, copy_excess_z=z)
         self.history.append({"epoch": float(trainer.current_epoch), **row})
         for name, value in row.items():
             pl_module.log(f"val/{name}", value, on_step=False, on_epoch=True, sync_dist=False)
@@ -188,3 +194,13 @@ class CopyRateMonitor(Callback):
             )
         else:
             self._safe_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        context = dict(checkpoint.get(GENERATION_KEY) or {})
+        context["memorisation"] = {
+            "history": [dict(h) for h in self.history],
+            "stopped_epoch": self.stopped_epoch,
+            "n_patients": self.n_patients,
+            "z": self.z,
+        }
+        checkpoint[GENERATION_KEY] = context

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.config import CONFIG_DIR
-from ehrgen.data.cohort import atomic_directory, check_output, write_json_atomic
+from ehrgen.data.cohort import Cohort, atomic_directory, check_output, write_json_atomic
 from ehrgen.errors import InputError, one_line_errors
 from ehrgen.metrics.bootstrap import BootstrapConfig, bootstrap, metric_entry
 from ehrgen.metrics.cohort_arrays import Level, patient_stats
@@ -182,6 +182,17 @@ def _privacy(
     return warnings
 
 
+def _memorisation_figure(inp: EvalInputs, figs: dict) -> None:
+    """Copy rate by training epoch, when the synthetic cohort's checkpoint recorded it
+    (``ehrgen.train``'s CopyRateMonitor; the checkpoint carries it into ``generation``)."""
+    generation = Cohort(inp.sources["synthetic"]["path"]).meta.get("generation") or {}
+    memorisation = generation.get("memorisation") or {}
+    if memorisation.get("history"):
+        figs["copy_rate_by_epoch"] = plots.copy_rate_by_epoch(
+            memorisation["history"], memorisation.get("stopped_epoch")
+        )
+
+
 def _model_metrics_fn(cfg: DictConfig):
     """Hook for checkpoint-based metrics (perplexity etc.), implemented in ehrgen.metrics.lm.
 
@@ -284,6 +295,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s metrics done in %.1f s", name, timings[name])
     if model_fn is not None:
         _model_metrics(model_fn, inp, cfg, metrics)
+    if cfg.report.enabled:
+        _memorisation_figure(inp, figs)
     undefined = sorted(k for k, v in metrics.items() if v["value"] is None)
     if undefined:
         warnings.append(

@@ -419,6 +419,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "num_shards": shards,
         "sampling": generator.sampler.cfg.to_dict(),
         "constraints": OmegaConf.to_container(cfg.constraints, resolve=True),
+        "memorisation": ckpt.context.get("memorisation"),  # copy rate by training epoch
         "demographics": "conditional"
         if plan is None
         else (

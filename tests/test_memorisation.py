@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,10 @@ from lightning.pytorch.callbacks import Callback
 from test_train import TINY
 
 from ehrgen.callbacks import CopyRateMonitor
+from ehrgen.data.cohort import Cohort
 from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START
+from ehrgen.evaluate import _memorisation_figure
+from ehrgen.generate import run as generate
 from ehrgen.privacy.copies import copies, excess_z, item_set_keys
 from ehrgen.train import run
 
@@ -60,7 +64,7 @@ class _Weights(Callback):
         self.after.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
 
-def test_monitor_logs_copy_rates_every_validation(compose_cfg, demo_cohort: Path) -> None:
+def test_monitor_logs_copy_rates_every_validation(compose_cfg, demo_cohort: Path, tmp_path: Path) -> None:
     summary = run(compose_cfg("train", [*TINY, f"data.cohort_dir={demo_cohort}", "trainer.max_epochs=2", "memorisation.z=null"]))  # fmt: skip
     history = summary["memorisation"]["history"]
     assert [h["epoch"] for h in history] == [0.0, 1.0]
@@ -70,11 +74,19 @@ def test_monitor_logs_copy_rates_every_validation(compose_cfg, demo_cohort: Path
     assert summary["memorisation"]["stopped_epoch"] is None
     assert "val/copy_rate" in summary["metrics"] and "val/copy_excess_z" in summary["metrics"]
 
+    # the history travels: checkpoint -> generated cohort's metadata -> report figure
+    out = tmp_path / "gen"
+    generate(compose_cfg("generate", [f"ckpt={summary['last_checkpoint']}", "n_patients=8", f"out_dir={out}", "constraints.max_length=40", "progress=false"]))  # fmt: skip
+    carried = Cohort(out / "cohort").meta["generation"]["memorisation"]
+    assert carried["history"] == history and carried["stopped_epoch"] is None
+    figs: dict[str, bytes] = {}
+    _memorisation_figure(SimpleNamespace(sources={"synthetic": {"path": str(out / "cohort")}}), figs)
+    assert figs["copy_rate_by_epoch"].startswith(b"\x89PNG")
+
 
 def test_monitor_rolls_back_and_stops_when_copies_pass_the_holdout(
     compose_cfg, demo_cohort: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ehrgen.data.cohort import Cohort
     from ehrgen.data.vocab import build_tokenizer
 
     cohort = Cohort(demo_cohort)

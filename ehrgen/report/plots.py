@@ -139,3 +139,19 @@ def violation_bars(rates: Mapping[str, tuple[float, float]]) -> bytes:
     ax.set(ylabel="share of patients", title="Clinical validity rule violations")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def copy_rate_by_epoch(history: Sequence[Mapping[str, float]], stopped_epoch: int | None) -> bytes:
+    """Training-time memorisation check: generated vs held-out exact-copy rates per epoch."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["copy_rate"] for h in history], marker="o", label="generated")
+    held = [(h["epoch"], h["copy_rate_holdout"]) for h in history if "copy_rate_holdout" in h]
+    if held:
+        ax.plot(*zip(*held, strict=True), ls="--", label="held-out real (val split)")
+    if stopped_epoch is not None:
+        ax.axvline(stopped_epoch, color="grey", lw=1, ls=":", label="stopped; rolled back")
+    ax.set(xlabel="epoch", ylabel="share identical to a training patient")
+    ax.set_title("Exact copies of training patients during training")
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -31,7 +31,7 @@ from ehrgen.data.vocab import Tokenizer, tokenizer_from_dict
 from ehrgen.errors import InputError
 from ehrgen.metrics.lm import CodeAccuracy, Perplexity, ReconstructionJaccard, TokenAccuracy, code_positions
 from ehrgen.models.losses import IGNORE_INDEX, PromptBartLoss, cooc_from_tensors, cooc_to_tensors
-from ehrgen.models.prompt_bart import EOS_ID, PAD_ID, PromptBart, PromptBartOutput
+from ehrgen.models.prompt_bart import EOS_ID, PAD_ID, PromptBart, PromptBartOutput, advance_history
 from ehrgen.privacy.small_cells import suppress
 
 MASK_ID = 6
@@ -259,8 +259,12 @@ class PromptBartModule(LightningModule):
         generated = torch.full((batch, max_len), PAD_ID, dtype=torch.long, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         current, cache = seq[:, :1], None
+        seen = torch.zeros(batch, self.model.vocab_size, dtype=torch.bool, device=device)
+        history = seen.clone()
         for t in range(1, max_len):
-            logits, cache = self.model.decode_step(current, encoder.states, encoder.mask, age, sex, cache)
+            logits, cache = self.model.decode_step(
+                current, encoder.states, encoder.mask, age, sex, cache, history=history
+            )
             nxt = logits[:, -1].argmax(-1)
             forced = t < prefix_len
             if t < seq.shape[1]:
@@ -271,6 +275,7 @@ class PromptBartModule(LightningModule):
             if bool(done.all()):
                 break
             current = nxt[:, None]
+            advance_history(history, seen, torch.where(done & ~forced, PAD_ID, nxt))
         return generated
 
     # ------------------------------------------------------------------ optimisation

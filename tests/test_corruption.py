@@ -36,6 +36,13 @@ def _patient(rng: np.random.Generator, n_visits: int, first: int = 7) -> np.ndar
     return np.array([*ids, EOS], dtype=np.int64)
 
 
+def compose_defaults() -> CorruptionConfig:
+    """The corruption options of the real conf/ (what ``python -m ehrgen.train`` uses)."""
+    from conftest import compose_config
+
+    return CorruptionConfig.coerce(dict(compose_config("train").data.datamodule.corruption))
+
+
 def _visits(ids: np.ndarray) -> list[list[int]]:
     """Visit contents (between markers) of a well-formed sequence."""
     out, cur = [], None
@@ -165,14 +172,14 @@ def test_unk_counts_as_a_code() -> None:
 
 
 def test_corrupt_applies_with_probability_p_and_mixes_tasks(patients: list[np.ndarray]) -> None:
-    cfg = CorruptionConfig()
+    cfg = CorruptionConfig(prompt_p=0.0)
     rng = np.random.default_rng(11)
     changed = sum(not np.array_equal(corrupt(p, rng, cfg, CONTENT), p) for p in patients * 4)
     # p = 0.5, and a task leaves a sequence unchanged only rarely (e.g. shuffling a 1-code visit)
     assert 0.35 < changed / (len(patients) * 4) < 0.55
-    never = CorruptionConfig(p=0.0)
+    never = CorruptionConfig(p=0.0, prompt_p=0.0)
     assert all(np.array_equal(corrupt(p, rng, never, CONTENT), p) for p in patients)
-    only_next = CorruptionConfig(p=1.0, tasks=("next_visit",))
+    only_next = CorruptionConfig(p=1.0, prompt_p=0.0, tasks=("next_visit",))
     for p in patients[:50]:
         out = corrupt(p, rng, only_next, CONTENT)
         assert out[-1] == EOS and len(_visits(out)) < len(_visits(p))
@@ -192,19 +199,19 @@ def test_prompt_p_gives_the_generation_prompt_to_patients_of_every_length() -> N
         out = corrupt_batch(seqs, np.random.default_rng(9), cfg, CONTENT)
         return float(np.mean([o.tolist() == prompt for o in out]))
 
-    only_next = CorruptionConfig(p=1.0, tasks=("next_visit",))
+    only_next = CorruptionConfig(p=1.0, prompt_p=0.0, tasks=("next_visit",))
     assert empty_share(only_next, by_length[1]) == 1.0
     assert 0.1 < empty_share(only_next, by_length[6]) < 0.25  # ~1/6
     with_prompt = CorruptionConfig(p=0.5, prompt_p=0.3)
     for n, seqs in by_length.items():
         assert 0.24 < empty_share(with_prompt, seqs) < 0.4, n  # ~0.3 (+ next_visit's own k = 0)
-    assert CorruptionConfig().prompt_p == 0.0  # off by default
+    assert CorruptionConfig().prompt_p == compose_defaults().prompt_p  # one default
     with pytest.raises(InputError, match="prompt_p must lie in"):
         CorruptionConfig(prompt_p=1.5)
 
 
 def test_task_weights_select_tasks() -> None:
-    cfg = CorruptionConfig(p=1.0, tasks=("delete", "shuffle"), task_weights=(1.0, 0.0), delete_p=1.0)
+    cfg = CorruptionConfig(p=1.0, prompt_p=0.0, tasks=("delete", "shuffle"), task_weights=(1.0, 0.0), delete_p=1.0)
     ids = np.array([BOS, V, 7, 8, E, EOS])
     assert corrupt(ids, np.random.default_rng(0), cfg, CONTENT).tolist() == [BOS, V, E, EOS]
 
@@ -238,3 +245,27 @@ def test_replacement_range_follows_the_tokenizer_level() -> None:
     assert len(content) == 3 and ((content >= 7) & (content < tok.code_offset)).all()
     flat = CodeVocab(["4019"])
     assert flat.content_range == (7, 8)
+
+
+def test_default_training_writes_patients_of_every_length_from_the_generation_prompt() -> None:
+    """Cause of too few visits and lost carry-over (docs/benchmarks.md, fidelity): generation
+    writes whole patients from ``<s> </s>``, so the training examples with that encoder input
+    must hold patients with the data's number of visits. With ``prompt_p=0`` they came almost
+    only from ``next_visit`` at k = 0, i.e. weighted by 1 / n_visits: mostly one-visit patients."""
+    default = compose_defaults()
+    rng = np.random.default_rng(11)
+    # MIMIC-like visit counts: most patients once, a long tail
+    lengths = rng.choice([1, 2, 3, 5, 8], size=6000, p=[0.72, 0.15, 0.07, 0.04, 0.02])
+    seqs = [_patient(rng, int(n)) for n in lengths]
+
+    def multi_visit_share_of_empty(c: CorruptionConfig) -> tuple[float, float]:
+        out = corrupt_batch(seqs, np.random.default_rng(2), c, CONTENT)
+        empty = np.array([o.tolist() == [BOS, EOS] for o in out])
+        return float((lengths[empty] > 1).mean()), float(empty.mean())
+
+    data_share = float((lengths > 1).mean())
+    share, used = multi_visit_share_of_empty(default)
+    assert abs(share - data_share) < 0.03, (share, data_share)
+    assert used >= 0.25  # and a sizeable part of training runs in the generation condition
+    old, old_used = multi_visit_share_of_empty(CorruptionConfig.coerce({**default.to_dict(), "prompt_p": 0.0}))
+    assert old < 0.6 * data_share and old_used < 0.1  # the bias this default removes

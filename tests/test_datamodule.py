@@ -222,7 +222,7 @@ def test_shuffle_buffer_bounds_displacement(cohort: Path, vocab) -> None:
 
 
 def test_batch_contract_for_a_known_patient(cohort: Path, vocab) -> None:
-    ds = _ds(cohort, vocab, "train", corruption=CorruptionConfig(p=0.0), batch_size=8)
+    ds = _ds(cohort, vocab, "train", corruption=CorruptionConfig(p=0.0, prompt_p=0.0), batch_size=8)
     batch = next(b for b in _round_robin_batches(ds) if 7 in b["subject_id"].tolist())
     i = batch["subject_id"].tolist().index(7)
     code = vocab.code_id
@@ -295,7 +295,7 @@ def test_test_split_is_clean_and_val_corruption_is_fixed(cohort: Path, vocab) ->
 
 
 def test_train_corruption_changes_some_encoder_inputs(cohort: Path, vocab) -> None:
-    ds = _ds(cohort, vocab, corruption=CorruptionConfig(p=0.5))
+    ds = _ds(cohort, vocab, corruption=CorruptionConfig(p=0.5, prompt_p=0.0))
     changed = total = 0
     for b in ds.iter_worker(0, 1):
         for r in range(len(b["sex"])):
@@ -332,7 +332,7 @@ def test_truncation_keeps_newest_visits(tmp_path: Path) -> None:
 def test_hierarchical_tokenizer_batches(cohort: Path) -> None:
     tok = build_tokenizer(cohort, "category")
     assert isinstance(tok, HierarchicalTokenizer)
-    ds = _ds(cohort, tok, corruption=CorruptionConfig(p=1.0, tasks=("replace",), replace_p=1.0))
+    ds = _ds(cohort, tok, corruption=CorruptionConfig(p=1.0, prompt_p=0.0, tasks=("replace",), replace_p=1.0))
     for b in ds.iter_worker(0, 1):
         for key in ("input_ids", "decoder_input_ids"):
             assert (b[key] < tok.code_offset).all()

@@ -11,7 +11,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 from ehrgen.models.losses import lm_loss
-from ehrgen.models.prompt_bart import PromptBart
+from ehrgen.models.prompt_bart import PromptBart, advance_history, carry_history
 
 VOCAB = 7 + 20
 TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=64, max_length=24)
@@ -190,3 +190,78 @@ def test_pretrained_weights_are_loaded_and_resized(tmp_path: Path) -> None:
         PromptBart(VOCAB, max_length=39, prompt_length=4, pretrained=str(tmp_path / "bart"))
     with pytest.raises(InputError, match="not a directory"):
         PromptBart(VOCAB, pretrained=str(tmp_path / "missing"))
+
+
+def test_carry_history_known_answer() -> None:
+    # <s> <v> 7 8 <\v> <v> 9 <\v> <v> 7 <\v> </s>
+    ids = torch.tensor([[0, 4, 7, 8, 5, 4, 9, 5, 4, 7, 5, 2]])
+    h = carry_history(ids, 10)[0]
+    assert not h[:5].any()  # first visit (and <s>): nothing earlier
+    assert h[5:8].nonzero()[:, 1].unique().tolist() == [7, 8]  # second visit sees visit 1
+    assert [sorted(h[t].nonzero().squeeze(1).tolist()) for t in (8, 11)] == [[7, 8, 9]] * 2
+    # the incremental form gives the same history position by position
+    seen, hist = torch.zeros(1, 10, dtype=torch.bool), torch.zeros(1, 10, dtype=torch.bool)
+    for t in range(ids.shape[1]):
+        if t:
+            advance_history(hist, seen, ids[:, t])
+        assert torch.equal(hist[0], h[t]), t
+
+
+def test_kv_cache_decoding_equals_full_forward_with_carry() -> None:
+    torch.manual_seed(0)
+    model = PromptBart(VOCAB, prompt_length=3, carry=True, **TINY).eval()
+    with torch.no_grad():  # a pathway that matters: random per-item bonuses and gate
+        model.carry_bias.normal_(0, 2.0)
+        model.carry_gate.weight.normal_(0, 0.5)
+    batch = make_batch(n=6, seed=5, max_visits=4)
+    inputs = model_inputs(batch)
+    dec = inputs["decoder_input_ids"]
+    with torch.no_grad():
+        full = model(**inputs).logits
+        enc = model.encode(inputs["input_ids"], inputs["attention_mask"], inputs["age"], inputs["sex"])
+        seen = torch.zeros(dec.shape[0], VOCAB, dtype=torch.bool)
+        hist = seen.clone()
+        step = model.decode_step(dec[:, :1], enc.states, enc.mask, inputs["age"], inputs["sex"], history=hist)
+        pieces, cache = [step.logits], step.past_key_values
+        for t in range(1, dec.shape[1]):
+            advance_history(hist, seen, dec[:, t])
+            step = model.decode_step(
+                dec[:, t : t + 1], enc.states, enc.mask, past_key_values=cache, history=hist
+            )
+            pieces.append(step.logits)
+            cache = step.past_key_values
+        with pytest.raises(ValueError, match="history"):
+            model.decode_step(dec[:, :1], enc.states, enc.mask, inputs["age"], inputs["sex"])
+    valid = inputs["decoder_attention_mask"].bool()
+    torch.testing.assert_close(torch.cat(pieces, 1)[valid], full[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_carry_pathway_learns_to_repeat_earlier_visits() -> None:
+    """The cause of the missing carry-over: attention alone learns to copy from the patient's
+    earlier visits only after a late phase transition (here > 600 steps; in the default budget on
+    real-sized data, never); the carry-over pathway learns it at once."""
+    lo, n_codes = 7, 40
+
+    def copy_probability(carry: bool, steps: int = 150) -> float:
+        torch.manual_seed(0)
+        rng = torch.Generator().manual_seed(0)
+        model = PromptBart(lo + n_codes, prompt_length=2, carry=carry, **{**TINY, "max_length": 16})
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(steps):
+            # two visits with the same three codes in another order: visit 2 repeats visit 1
+            codes = torch.stack([torch.randperm(n_codes, generator=rng)[:3] + lo for _ in range(32)])
+            again = codes.gather(1, torch.stack([torch.randperm(3, generator=rng) for _ in range(32)]))
+            n = codes.shape[0]
+            seq = torch.cat([torch.full((n, 1), 0), torch.full((n, 1), 4), codes, torch.full((n, 1), 5),
+                             torch.full((n, 1), 4), again, torch.full((n, 1), 5), torch.full((n, 1), 2)], 1)  # fmt: skip
+            out = model(torch.tensor([[0, 2]] * n), torch.ones(n, 2, dtype=torch.long), seq[:, :-1],
+                        torch.ones_like(seq[:, :-1]), torch.full((n,), 50.0), torch.zeros(n, dtype=torch.long))  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), seq[:, 1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():  # probability of the true first code of visit 2
+            return float(out.logits[:, 6].softmax(-1).gather(1, seq[:, 7:8]).mean())
+
+    assert copy_probability(carry=False) < 0.05  # chance is 1/40
+    assert copy_probability(carry=True) > 0.25  # one of the three visit-1 codes: 1/3 at best

@@ -46,7 +46,7 @@ class CorruptionConfig:
     """Options of :func:`corrupt`; the defaults follow PromptEHR / BART."""
 
     p: float = 0.5
-    prompt_p: float = 0.0  # share given the demographics-only encoder input <s> </s> (before tasks)
+    prompt_p: float = 0.5  # share given the demographics-only encoder input <s> </s> (before tasks)
     tasks: tuple[str, ...] = TASKS
     task_weights: tuple[float, ...] | None = None  # None: uniform over ``tasks``
     mask_ratio: float = 0.3

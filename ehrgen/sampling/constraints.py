@@ -30,6 +30,7 @@ from torch import Tensor
 from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, allowed_code_mask, rule_membership
 from ehrgen.data.vocab import BOS, EOS, MASK, N_SPECIAL, PAD, UNK, VISIT_END, VISIT_START
 from ehrgen.errors import InputError
+from ehrgen.models.prompt_bart import advance_history
 
 _MIN_LENGTH = 5  # <s> <v> item <\v> </s>
 
@@ -45,6 +46,8 @@ class ConstraintState:
     done: Tensor  # [B] bool: </s> emitted
     blocked: Tensor  # [B, n_items] bool: already in the open visit, or forbidden
     forbidden: Tensor | None  # [B, n_items] bool: items the patient may never carry (None: none)
+    seen: Tensor  # [B, vocab] bool: every item generated so far (token ids)
+    history: Tensor  # [B, vocab] bool: items of the visits before the open one (carry-over input)
 
     def index(self, idx: Tensor) -> ConstraintState:
         """Rows ``idx`` (compaction, beam reordering, repetition)."""
@@ -147,6 +150,8 @@ class VisitConstraints:
             if forbidden is None
             else forbidden.clone(),
             forbidden=forbidden,
+            seen=torch.zeros(n, self.hi, dtype=torch.bool, device=device),
+            history=torch.zeros(n, self.hi, dtype=torch.bool, device=device),
         )
 
     # ------------------------------------------------------------------ masking
@@ -196,6 +201,7 @@ class VisitConstraints:
         state.n_visits = state.n_visits + opens.long()
         state.n_tokens = state.n_tokens + live.long()
         state.done = state.done | (tokens == EOS)
+        advance_history(state.history, state.seen, torch.where(live, tokens, PAD))
         return state
 
 

@@ -253,7 +253,9 @@ class Sampler:
         m = int(prefix_len.min())
         for j in range(1, m):
             self.constraints.update(state, prefix_ids[:, j])
-        logits, cache = self.model.decode_step(prefix_ids[:, :m], states, mask, age, sex, None)
+        logits, cache = self.model.decode_step(
+            prefix_ids[:, :m], states, mask, age, sex, None, history=state.history
+        )
         return logits[:, -1].float(), cache, m
 
     def _sample(self, states, mask, age, sex, prefix_ids, prefix_len, state, uniforms) -> np.ndarray:
@@ -284,7 +286,9 @@ class Sampler:
                 )
                 rows, uniforms, nxt = rows[keep], uniforms[keep], nxt[keep]
                 prefix_ids, prefix_len = prefix_ids[keep], prefix_len[keep]
-            logits, cache = self.model.decode_step(nxt[:, None], states, mask, past_key_values=cache)
+            logits, cache = self.model.decode_step(
+                nxt[:, None], states, mask, past_key_values=cache, history=state.history
+            )
             logits = logits[:, -1].float()
         return _trim(out)
 
@@ -354,7 +358,9 @@ class Sampler:
                 state, hist = state.index(beam_rows), hist.index_select(0, beam_rows)
                 prefix_ids, prefix_len = prefix_ids[beam_rows], prefix_len[beam_rows]
                 token, scores, patients = token[beam_rows], scores[live], patients[live]
-            logits, cache = self.model.decode_step(token[:, None], states, mask, past_key_values=cache)
+            logits, cache = self.model.decode_step(
+                token[:, None], states, mask, past_key_values=cache, history=state.history
+            )
             logits = logits[:, -1].float()
         return _trim(best)
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END, VISIT_START, CodeVocab
 from ehrgen.errors import InputError
-from ehrgen.models.prompt_bart import PromptBart
+from ehrgen.models.prompt_bart import PromptBart, carry_history
 from ehrgen.sampling.constraints import VisitConstraints, structure_errors
 from ehrgen.sampling.sampler import (
     Sampler,
@@ -29,15 +29,19 @@ VOCAB = CodeVocab(CODES)
 LO, HI = VOCAB.content_range
 
 
-def tiny_model(vocab_size: int = VOCAB.vocab_size, max_length: int = 48, seed: int = 0) -> PromptBart:
+def tiny_model(
+    vocab_size: int = VOCAB.vocab_size, max_length: int = 48, seed: int = 0, carry: bool = False
+) -> PromptBart:
     torch.manual_seed(seed)
     model = PromptBart(
         vocab_size, d_model=32, encoder_layers=1, decoder_layers=2, attention_heads=2, ffn_dim=64,
-        max_length=max_length, prompt_hidden=16, dropout=0.0, attention_dropout=0.0,
+        max_length=max_length, prompt_hidden=16, dropout=0.0, attention_dropout=0.0, carry=carry,
     )  # fmt: skip
     with torch.no_grad():  # visits of a few codes, a few visits: realistic, varied lengths
         model.bart.final_logits_bias[0, VISIT_END] += 3.0
-        model.bart.final_logits_bias[0, EOS] += 2.0
+        model.bart.final_logits_bias[0, EOS] += 1.0
+        if carry:  # earlier visits' codes strongly favoured: the history must reach every step
+            model.carry_bias.normal_(3.0, 1.0)
     return model.eval()
 
 
@@ -65,7 +69,8 @@ def decode_without_cache(
     uniforms = torch.from_numpy(counter_uniforms(patient_keys(np.arange(n), seed), c.max_length))
     seq, state = torch.full((n, 1), BOS), c.init_state(age, sex)
     while not bool(state.done.all()):
-        logits, _ = model.decode_step(seq, enc.states, enc.mask, age_t, sex_t, None)
+        history = carry_history(seq, model.vocab_size)[:, -1] if model.carry else None
+        logits, _ = model.decode_step(seq, enc.states, enc.mask, age_t, sex_t, None, history=history)
         nxt = choose_tokens(c.mask_(logits[:, -1].float(), state), uniforms[:, seq.shape[1]], cfg)
         nxt = torch.where(state.done, PAD, nxt)
         c.update(state, nxt)
@@ -101,9 +106,9 @@ def one_thread():
 # ----------------------------------------------------------------------------- KV cache
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "sample"])
-def test_kv_cached_decoding_equals_no_cache_loop(strategy: str) -> None:
-    model, c = tiny_model(), constraints()
+@pytest.mark.parametrize(("strategy", "carry"), [("greedy", False), ("sample", False), ("sample", True)])
+def test_kv_cached_decoding_equals_no_cache_loop(strategy: str, carry: bool) -> None:
+    model, c = tiny_model(carry=carry), constraints()
     age, sex = demographics(12)
     cfg = SamplingConfig(strategy=strategy, compact_fraction=0.2)
     cached = Sampler(model, c, cfg, seed=4).sample(age, sex, np.arange(12))
@@ -113,6 +118,10 @@ def test_kv_cached_decoding_equals_no_cache_loop(strategy: str) -> None:
     assert all(structure_errors(r, LO, HI) == [] for r in cached)
     if strategy == "sample":  # rows finished at different steps: the batch was compacted on the way
         assert len(set((cached != PAD).sum(1).tolist())) > 3
+    if carry:  # and later visits repeat earlier ones
+        visits = [[set(v) for v in VOCAB.decode(r)] for r in cached]
+        repeated = [len(v[1] & v[0]) / len(v[1]) for v in visits if len(v) > 1]
+        assert len(repeated) >= 3 and np.mean(repeated) > 0.5, repeated
 
 
 # ----------------------------------------------------------------------------- token choice

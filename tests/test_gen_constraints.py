@@ -311,3 +311,18 @@ def test_expansion_follows_the_statistics() -> None:
     assert [v[0] for v in other] != visits
     with pytest.raises(InputError, match="another vocabulary"):
         CodeExpander(tok, {**stats, "codes": stats["codes"][:-1]})
+
+
+def test_a_category_carried_to_a_later_visit_keeps_its_codes() -> None:
+    tok, stats = expansion_fixture()
+    expander = CodeExpander(tok, stats, prior=0.0)
+    diabetes, single = tok.category_id("250"), tok.category_id("V30")
+    n = 300
+    tokens = np.tile(
+        [BOS, VISIT_START, diabetes, VISIT_END, VISIT_START, single, diabetes, VISIT_END, EOS], (n, 1)
+    )
+    age, sex = np.full(n, 60.0, np.float32), np.arange(n) % 2
+    visits = expander.expand(tokens, age, sex, np.arange(n), seed=0).to_pylist()
+    assert all(v[0] == [c for c in v[1] if c.startswith("250")] for v in visits)
+    # while different patients draw different codes for it
+    assert len({tuple(v[0]) for v in visits}) > 5

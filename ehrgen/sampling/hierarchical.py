@@ -13,7 +13,9 @@ category, vectorised over a whole batch:
   category over all patients; codes the validity rules forbid for the patient get ``w = 0``.
 
 Codes of one category are distinct and categories inside a visit are distinct, so visits never
-repeat a code. What stage 2 needs from the training cohort is a plain dict of aggregate counts
+repeat a code. The draws are keyed by (patient, category), not by position: a category the
+patient carries into a later visit expands into the same codes as before, as chronic conditions
+do (a diabetic's 250.00 stays 250.00), instead of a fresh draw among the category's codes. What stage 2 needs from the training cohort is a plain dict of aggregate counts
 (:func:`expansion_stats`), small enough to ride in the checkpoint; it holds no patient rows.
 Random draws are counter-based on (seed, patient index, item), like stage 1.
 """
@@ -211,12 +213,9 @@ class CodeExpander:
         row, col = np.nonzero(is_cat)
         cat = tokens[is_cat] - self.cat_lo
         visit_of = np.cumsum(opens.ravel())[is_cat.ravel()] - 1
-        n_items = is_cat.sum(1)
-        ordinal = np.arange(len(row)) - np.repeat(np.cumsum(n_items) - n_items, n_items)
-
         keys = patient_keys(np.asarray(index, dtype=np.int64), seed, _EXPANSION_STREAM)
-        with np.errstate(over="ignore"):
-            item_keys = stable_hash(keys[row] ^ (ordinal.astype(np.uint64) * _GOLDEN), 0)
+        with np.errstate(over="ignore"):  # (patient, category): a repeated category repeats its codes
+            item_keys = stable_hash(keys[row] ^ ((cat.astype(np.uint64) + np.uint64(1)) * _GOLDEN), 0)
         kmax = self.candidates.shape[1]
         u = counter_uniforms(item_keys, kmax + 1)  # column 0: how many; 1..: which
 

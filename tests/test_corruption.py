@@ -211,7 +211,9 @@ def test_prompt_p_gives_the_generation_prompt_to_patients_of_every_length() -> N
 
 
 def test_task_weights_select_tasks() -> None:
-    cfg = CorruptionConfig(p=1.0, prompt_p=0.0, tasks=("delete", "shuffle"), task_weights=(1.0, 0.0), delete_p=1.0)
+    cfg = CorruptionConfig(
+        p=1.0, prompt_p=0.0, tasks=("delete", "shuffle"), task_weights=(1.0, 0.0), delete_p=1.0
+    )
     ids = np.array([BOS, V, 7, 8, E, EOS])
     assert corrupt(ids, np.random.default_rng(0), cfg, CONTENT).tolist() == [BOS, V, E, EOS]
 
@@ -267,5 +269,7 @@ def test_default_training_writes_patients_of_every_length_from_the_generation_pr
     share, used = multi_visit_share_of_empty(default)
     assert abs(share - data_share) < 0.03, (share, data_share)
     assert used >= 0.25  # and a sizeable part of training runs in the generation condition
-    old, old_used = multi_visit_share_of_empty(CorruptionConfig.coerce({**default.to_dict(), "prompt_p": 0.0}))
+    old, old_used = multi_visit_share_of_empty(
+        CorruptionConfig.coerce({**default.to_dict(), "prompt_p": 0.0})
+    )
     assert old < 0.6 * data_share and old_used < 0.1  # the bias this default removes

@@ -260,7 +260,7 @@ class PromptBartModule(LightningModule):
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         current, cache = seq[:, :1], None
         seen = torch.zeros(batch, self.model.vocab_size, dtype=torch.bool, device=device)
-        history = seen.clone()
+        history = torch.zeros(batch, self.model.vocab_size, dtype=torch.int8, device=device)
         for t in range(1, max_len):
             logits, cache = self.model.decode_step(
                 current, encoder.states, encoder.mask, age, sex, cache, history=history

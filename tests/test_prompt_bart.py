@@ -11,7 +11,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 from ehrgen.models.losses import lm_loss
-from ehrgen.models.prompt_bart import PromptBart, advance_history, carry_history
+from ehrgen.models.prompt_bart import CURRENT, EARLIER, PromptBart, advance_history, carry_history
 
 VOCAB = 7 + 20
 TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=64, max_length=24)
@@ -196,11 +196,19 @@ def test_carry_history_known_answer() -> None:
     # <s> <v> 7 8 <\v> <v> 9 <\v> <v> 7 <\v> </s>
     ids = torch.tensor([[0, 4, 7, 8, 5, 4, 9, 5, 4, 7, 5, 2]])
     h = carry_history(ids, 10)[0]
-    assert not h[:5].any()  # first visit (and <s>): nothing earlier
-    assert h[5:8].nonzero()[:, 1].unique().tolist() == [7, 8]  # second visit sees visit 1
-    assert [sorted(h[t].nonzero().squeeze(1).tolist()) for t in (8, 11)] == [[7, 8, 9]] * 2
+    E_, C_ = EARLIER, CURRENT
+    expected = {  # position -> {item: value}
+        0: {}, 1: {}, 2: {7: C_}, 3: {7: C_, 8: C_}, 4: {7: C_, 8: C_},  # visit 1: its own items
+        5: {7: E_, 8: E_}, 6: {7: E_, 8: E_, 9: C_}, 7: {7: E_, 8: E_, 9: C_},
+        8: {7: E_, 8: E_, 9: E_}, 9: {7: C_, 8: E_, 9: E_}, 10: {7: C_, 8: E_, 9: E_}, 11: {7: C_, 8: E_, 9: E_},
+    }  # fmt: skip
+    for t, items in expected.items():
+        want = torch.zeros(10, dtype=torch.int8)
+        for v, value in items.items():
+            want[v] = value
+        assert torch.equal(h[t], want), t
     # the incremental form gives the same history position by position
-    seen, hist = torch.zeros(1, 10, dtype=torch.bool), torch.zeros(1, 10, dtype=torch.bool)
+    seen, hist = torch.zeros(1, 10, dtype=torch.bool), torch.zeros(1, 10, dtype=torch.int8)
     for t in range(ids.shape[1]):
         if t:
             advance_history(hist, seen, ids[:, t])
@@ -220,7 +228,7 @@ def test_kv_cache_decoding_equals_full_forward_with_carry() -> None:
         full = model(**inputs).logits
         enc = model.encode(inputs["input_ids"], inputs["attention_mask"], inputs["age"], inputs["sex"])
         seen = torch.zeros(dec.shape[0], VOCAB, dtype=torch.bool)
-        hist = seen.clone()
+        hist = torch.zeros(dec.shape[0], VOCAB, dtype=torch.int8)
         step = model.decode_step(dec[:, :1], enc.states, enc.mask, inputs["age"], inputs["sex"], history=hist)
         pieces, cache = [step.logits], step.past_key_values
         for t in range(1, dec.shape[1]):

@@ -33,6 +33,8 @@ from ehrgen.models.conditional_prompt import ConditionalPrompt
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
 VISIT_START_ID, FIRST_CONTENT_ID = 4, 7  # <v>; ids from 7 are codes / categories (ehrgen.data.vocab)
+EARLIER, CURRENT = 1, 2  # carry-history values: item in an earlier visit / already in the open visit
+REPEAT_LOGIT = -1.0e4  # finite, so a (malformed) repeated code in training data costs, never NaNs
 N_SEX = 2  # 0=M, 1=F
 # transformers 5.x renamed the decoder's KV-cache argument and output field past_key_values -> cache
 # (the old name warns, and goes in 5.40); use whichever this installation has.
@@ -151,8 +153,8 @@ class PromptBart(nn.Module):
             )
 
     def _logits(self, hidden: Tensor, history: Tensor | None = None) -> Tensor:
-        """Output logits; ``history [B, L, V]`` (or ``[B, V]`` for every position) marks the items
-        of earlier visits, which get the carry-over bonus when the model has the pathway."""
+        """Output logits; ``history [B, L, V]`` (or ``[B, V]`` for every position) holds each item's
+        place in the patient so far (:data:`EARLIER`, :data:`CURRENT`, 0), for the carry pathway."""
         # One fused matmul-plus-bias: a separate bias add is another full pass over [B, L, V].
         weight = self.bart.get_output_embeddings().weight
         logits = nn.functional.linear(hidden, weight, self.bart.final_logits_bias[0].to(hidden.dtype))
@@ -164,8 +166,12 @@ class PromptBart(nn.Module):
             history = history[:, None, :]
         if history.shape[-1] < logits.shape[-1]:  # padded output rows are never items
             history = nn.functional.pad(history, (0, logits.shape[-1] - history.shape[-1]))
+        history = history[..., : logits.shape[-1]]
         bonus = self.carry_bias.to(hidden.dtype) + self.carry_gate(hidden)  # [B, L, V]
-        return torch.where(history[..., : logits.shape[-1]], logits + bonus, logits)
+        logits = torch.where(history == EARLIER, logits + bonus, logits)
+        # An item already in the open visit cannot come again (the sampler's grammar); training
+        # under the same rule keeps the model from learning to spend mass on it.
+        return logits.masked_fill(history == CURRENT, REPEAT_LOGIT)
 
     # ------------------------------------------------------------------ encoder
 
@@ -236,8 +242,8 @@ class PromptBart(nn.Module):
         First call: ``past_key_values=None`` (or an empty cache), ``age``/``sex`` given; the decoder
         prompt is fed once, ahead of the tokens. Later calls: only the new tokens. The optional
         ``decoder_attention_mask [B, n_past_tokens + n_new]`` covers tokens only, not the prompt.
-        ``history [B, V]`` bool: the items of the visits before the one the last new token is in
-        (:func:`carry_history` of the sequence so far, last position), for the carry-over pathway.
+        ``history [B, V]`` int8: :func:`carry_history` of the sequence so far at its last position
+        (kept by :func:`advance_history`), for the carry-over pathway.
         """
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if past + decoder_input_ids.shape[1] > self.max_length + self.prompt_length:
@@ -278,7 +284,9 @@ class PromptBart(nn.Module):
 
 
 def carry_history(ids: Tensor, vocab_size: int) -> Tensor:
-    """``[B, L, V]`` bool: item ``v`` occurs in a visit before the one position ``t`` is in.
+    """``[B, L, V]`` int8: per position ``t`` and item ``v``, :data:`CURRENT` when ``v`` is already
+    in the visit ``t`` is in (at or before ``t``), else :data:`EARLIER` when it occurs in an earlier
+    visit, else 0.
 
     A position's visit is the last ``<v>`` at or before it; positions before any ``<v>`` have an
     empty history. Only content ids (codes, categories) count.
@@ -293,19 +301,29 @@ def carry_history(ids: Tensor, vocab_size: int) -> Tensor:
     # earlier[k] = union of visits 1..k-1, by a running OR over the (few) visits
     earlier = per_visit.cumsum(1, dtype=torch.int32).gt(0)
     earlier = torch.cat([earlier.new_zeros(b, 1, vocab_size), earlier[:, :-1]], 1)
-    return earlier[rows, visit]
+    history = earlier[rows, visit].to(torch.int8)
+    # current: items at positions <= t of t's visit (a running count that restarts at each <v>)
+    onehot = torch.zeros(b, length, vocab_size, dtype=torch.int16, device=ids.device)
+    onehot[
+        rows[content], torch.arange(length, device=ids.device).expand(b, length)[content], ids[content]
+    ] = 1
+    count = onehot.cumsum(1, dtype=torch.int16)
+    start = torch.where(ids == VISIT_START_ID, torch.arange(length, device=ids.device), 0).cummax(1).values
+    current = (count - count.gather(1, start[..., None].expand_as(count))) > 0
+    return history.masked_fill_(current, CURRENT)
 
 
 def advance_history(history: Tensor, seen: Tensor, tokens: Tensor) -> None:
-    """Incremental :func:`carry_history`: update ``history``/``seen [B, V]`` in place after one
-    token per row. ``seen``: every item so far; at ``<v>`` the new visit's history becomes it."""
+    """Incremental :func:`carry_history`: update ``history [B, V]`` (int8) and ``seen [B, V]``
+    (bool, every item so far) in place after one token per row."""
     opens = (tokens == VISIT_START_ID).nonzero().squeeze(1)
     if opens.numel():
-        history[opens] = seen[opens]
+        history[opens] = seen[opens].to(history.dtype)  # EARLIER == 1
     items = (tokens >= FIRST_CONTENT_ID) & (tokens < seen.shape[1])
     rows = items.nonzero().squeeze(1)
     if rows.numel():
         seen[rows, tokens[rows]] = True
+        history[rows, tokens[rows]] = CURRENT
 
 
 def _load_pretrained(path: str, vocab_size: int, n_positions: int) -> BartForConditionalGeneration:

@@ -47,7 +47,7 @@ class ConstraintState:
     blocked: Tensor  # [B, n_items] bool: already in the open visit, or forbidden
     forbidden: Tensor | None  # [B, n_items] bool: items the patient may never carry (None: none)
     seen: Tensor  # [B, vocab] bool: every item generated so far (token ids)
-    history: Tensor  # [B, vocab] bool: items of the visits before the open one (carry-over input)
+    history: Tensor  # [B, vocab] int8: items of earlier visits / of the open one (carry-over input)
 
     def index(self, idx: Tensor) -> ConstraintState:
         """Rows ``idx`` (compaction, beam reordering, repetition)."""
@@ -151,7 +151,7 @@ class VisitConstraints:
             else forbidden.clone(),
             forbidden=forbidden,
             seen=torch.zeros(n, self.hi, dtype=torch.bool, device=device),
-            history=torch.zeros(n, self.hi, dtype=torch.bool, device=device),
+            history=torch.zeros(n, self.hi, dtype=torch.int8, device=device),
         )
 
     # ------------------------------------------------------------------ masking

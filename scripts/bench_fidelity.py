@@ -11,7 +11,13 @@ defaults), and every cohort is compared with truth A by ``ehrgen.evaluate`` itse
 implementation of every metric):
 
 * **floor**: truth B vs truth A, what two samples of the truth give each other;
-* **train**: the training split vs truth A (a generator that copies its data);
+* **train**: the training split vs truth A (the data a model learns from);
+* **resample**: as many patients drawn with replacement from the training split, vs truth A: a
+  *perfect learner*, a generator whose distribution is exactly its training data's. It is the
+  best a model fitted to one finite training sample can expect: its sampling noise adds to the
+  training sample's, so where two truth samples differ by ``2 s`` (the floor), it differs by
+  ``3 s``, e.g. about 1.5x the floor for a JSD (a squared distance), and its top-k overlap sits
+  below the floor's;
 * **<model>**: the synthetic cohort vs truth A, with its ratio to the floor.
 
 Exact copies: share of a cohort's patients whose set of codes equals a training patient's
@@ -35,6 +41,7 @@ from ehrgen.data.cohort import Cohort
 
 TRUTH_OFFSETS = {"train": 0, "truth_a": 10_000_000, "truth_b": 20_000_000}
 TRUTH_SEEDS = {"train": 1, "truth_a": 2, "truth_b": 3}
+RESAMPLE_SEED = 4
 MIN_STRATUM = 500  # strata with fewer truth patients are not scored (too noisy to compare)
 
 # (label, metrics.json key, kind): "lower" metrics are scored as a ratio to the floor, "higher"
@@ -79,6 +86,23 @@ def prepare(out: Path, name: str, n: int) -> Path:
             ],
         )
         run(cfg)
+    return path
+
+
+def resample(out: Path, train_cohort: Path, n: int) -> Path:
+    """``n`` patients drawn with replacement from the training split: the perfect learner."""
+    import numpy as np
+
+    from ehrgen.sampling.writers import SyntheticCohortWriter
+
+    path = out / "synthetic" / "resample"
+    if not (path / "metadata" / "cohort.json").is_file():
+        real = Cohort(train_cohort)
+        patients = real.read("train").select("sex", "age", "visits")
+        rows = np.random.default_rng(RESAMPLE_SEED).integers(0, patients.height, n)
+        generation = {"resample": str(train_cohort), "split": "train", "seed": RESAMPLE_SEED}
+        with SyntheticCohortWriter(path, id_offset=30_000_000, generation=generation) as writer:
+            writer.add(patients[rows])
     return path
 
 
@@ -287,7 +311,7 @@ def main() -> None:
     results: dict[str, Any] = {
         **old,
         "patients": n,
-        "columns": list(dict.fromkeys(["floor", "train", *old.get("columns", [])])),
+        "columns": list(dict.fromkeys(["floor", "train", "resample", *old.get("columns", [])])),
     }
     every = {"real": "null", "synthetic": "null", "holdout": "null"}
 
@@ -305,6 +329,7 @@ def main() -> None:
 
     results["floor"] = score("floor", truth_b)
     results["train"] = score("train", train_cohort, "[train]")
+    results["resample"] = score("resample", resample(out, train_cohort, n))
     overrides = list(args.train)
     if args.max_epochs is not None:
         overrides.append(f"trainer.max_epochs={args.max_epochs}")

@@ -215,6 +215,20 @@ def test_carry_history_known_answer() -> None:
         assert torch.equal(hist[0], h[t]), t
 
 
+def test_carry_history_equals_the_incremental_form_on_any_sequence() -> None:
+    # random ids: items before any <v>, repeats inside a visit, specials and padding anywhere
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        batch, length, vocab = 3, int(torch.randint(1, 40, (1,), generator=g)), 12
+        ids = torch.randint(0, vocab, (batch, length), generator=g)
+        ids[torch.rand(batch, length, generator=g) < 0.25] = 4  # <v>
+        h = carry_history(ids, vocab)
+        seen, hist = torch.zeros(batch, vocab, dtype=torch.bool), torch.zeros(batch, vocab, dtype=torch.int8)
+        for t in range(length):
+            advance_history(hist, seen, ids[:, t])
+            assert torch.equal(hist, h[:, t]), (ids, t)
+
+
 def test_kv_cache_decoding_equals_full_forward_with_carry() -> None:
     torch.manual_seed(0)
     model = PromptBart(VOCAB, prompt_length=3, carry=True, **TINY).eval()

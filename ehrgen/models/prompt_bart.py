@@ -288,28 +288,27 @@ def carry_history(ids: Tensor, vocab_size: int) -> Tensor:
     in the visit ``t`` is in (at or before ``t``), else :data:`EARLIER` when it occurs in an earlier
     visit, else 0.
 
-    A position's visit is the last ``<v>`` at or before it; positions before any ``<v>`` have an
-    empty history. Only content ids (codes, categories) count.
+    A position's visit is the last ``<v>`` at or before it (items before the first ``<v>``, which a
+    well-formed sequence does not have, form a visit 0). Only content ids (codes, categories)
+    count. Equal, position by position, to :func:`advance_history` run over ``ids``.
     """
     b, length = ids.shape
     visit = (ids == VISIT_START_ID).long().cumsum(1)  # 1-based visit of each position, 0 before any
     n_visits = int(visit.max()) + 1
     content = ids >= FIRST_CONTENT_ID
-    per_visit = torch.zeros(b, n_visits + 1, vocab_size, dtype=torch.bool, device=ids.device)
     rows = torch.arange(b, device=ids.device)[:, None].expand(b, length)
-    per_visit[rows[content], visit[content], ids[content]] = True
-    # earlier[k] = union of visits 1..k-1, by a running OR over the (few) visits
-    earlier = per_visit.cumsum(1, dtype=torch.int32).gt(0)
-    earlier = torch.cat([earlier.new_zeros(b, 1, vocab_size), earlier[:, :-1]], 1)
+    # Per visit (not per position, which would be L times larger): where each item first occurs
+    # in it (``length`` if it does not), and whether it occurs in any earlier visit.
+    first = torch.full((b, n_visits + 1, vocab_size), length, dtype=torch.int16, device=ids.device)
+    positions = torch.arange(length, device=ids.device, dtype=torch.int16).expand(b, length)
+    flat_index = ((rows * (n_visits + 1) + visit) * vocab_size + ids)[content]
+    first.view(-1).scatter_reduce_(0, flat_index, positions[content], reduce="amin")
+    present = first < length
+    earlier = present.cumsum(1, dtype=torch.int16).gt(0)  # union of visits 1..k
+    earlier = torch.cat([earlier.new_zeros(b, 1, vocab_size), earlier[:, :-1]], 1)  # ... 1..k-1
+    # Each position reads its own visit's row: one [B, L, V] gather per table.
     history = earlier[rows, visit].to(torch.int8)
-    # current: items at positions <= t of t's visit (a running count that restarts at each <v>)
-    onehot = torch.zeros(b, length, vocab_size, dtype=torch.int16, device=ids.device)
-    onehot[
-        rows[content], torch.arange(length, device=ids.device).expand(b, length)[content], ids[content]
-    ] = 1
-    count = onehot.cumsum(1, dtype=torch.int16)
-    start = torch.where(ids == VISIT_START_ID, torch.arange(length, device=ids.device), 0).cummax(1).values
-    current = (count - count.gather(1, start[..., None].expand_as(count))) > 0
+    current = first[rows, visit] <= positions[..., None]
     return history.masked_fill_(current, CURRENT)
 
 

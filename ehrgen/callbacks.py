@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 
 from ehrgen.data.cohort import Cohort
 from ehrgen.errors import InputError
@@ -204,3 +204,49 @@ class CopyRateMonitor(Callback):
             "z": self.z,
         }
         checkpoint[GENERATION_KEY] = context
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights: validation, checkpoints and generation use it.
+
+    Batches of 16 patients give noisy updates, and generation samples every code from the final
+    weights: an average over the last ~``1 / (1 - decay)`` steps removes much of that noise
+    without more training. The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so early epochs' averages are not dominated by the initial weights. Lightning's
+    :class:`~lightning.pytorch.callbacks.WeightAveraging` does the rest: it swaps the average in
+    for validation, writes it as the checkpoint's ``state_dict`` (the raw weights ride along to
+    resume from) and leaves it in the module when training ends.
+
+    Add it after :class:`CopyRateMonitor`, so the copy check measures (and a roll-back restores)
+    the averaged weights that validation sees.
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        if not 0.0 < float(decay) < 1.0:
+            raise InputError(f"ema.decay must lie in (0, 1) (null turns the average off), got {decay}")
+        self.decay = float(decay)
+        self._raw_at_end: dict[str, torch.Tensor] | None = None
+        super().__init__(use_buffers=False, multi_avg_fn=self._update)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raw_at_end = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # ModelCheckpoint's on_train_end runs after this one and may still write last.ckpt (a run
+        # stopped mid-epoch, by max_time or the copy check): keep the raw weights for it, or a
+        # resume would continue training from the average.
+        self._raw_at_end = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._raw_at_end is not None and "current_model_state" in checkpoint:
+            checkpoint["current_model_state"] = self._raw_at_end
+
+    @torch.no_grad()
+    def _update(
+        self, averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor
+    ) -> None:
+        n = float(n_averaged)  # one host sync per step, not one per tensor
+        decay = min(self.decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - decay)

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ehrgen.callbacks import CopyRateMonitor, GenerationContext, RestoreRNG
+from ehrgen.callbacks import EMA, CopyRateMonitor, GenerationContext, RestoreRNG
 from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import token_cooccurrence
 from ehrgen.data.cohort import write_json_atomic
@@ -116,6 +116,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             seed=int(cfg.get("seed") or 0),
         )
         callbacks.append(monitor)
+    decay = (cfg.get("ema") or {}).get("decay")
+    if decay is not None:  # after the monitor: it checks (and rolls back) the averaged weights
+        callbacks.append(EMA(float(decay)))
     # submitit owns requeueing on SLURM (it resubmits on timeout/preemption); Lightning must not.
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
     trainer: L.Trainer = instantiate(

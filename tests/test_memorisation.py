@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from test_train import TINY
 
-from ehrgen.callbacks import CopyRateMonitor
+from ehrgen.callbacks import EMA, CopyRateMonitor
 from ehrgen.data.cohort import Cohort
 from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START
 from ehrgen.evaluate import _memorisation_figure
@@ -84,15 +84,16 @@ def test_monitor_logs_copy_rates_every_validation(compose_cfg, demo_cohort: Path
     assert figs["copy_rate_by_epoch"].startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("ema", ["null", "0.9"])
 def test_monitor_rolls_back_and_stops_when_copies_pass_the_holdout(
-    compose_cfg, demo_cohort: Path, monkeypatch: pytest.MonkeyPatch
+    compose_cfg, demo_cohort: Path, monkeypatch: pytest.MonkeyPatch, ema: str
 ) -> None:
     from ehrgen.data.vocab import build_tokenizer
 
     cohort = Cohort(demo_cohort)
     monitor = _Scripted(cohort, build_tokenizer(demo_cohort), n_patients=50, z=2.0)
     weights = _Weights()
-    cfg = compose_cfg("train", [*TINY, f"data.cohort_dir={demo_cohort}", "trainer.max_epochs=4", "memorisation.n_patients=0"])  # fmt: skip
+    cfg = compose_cfg("train", [*TINY, f"data.cohort_dir={demo_cohort}", "trainer.max_epochs=4", "memorisation.n_patients=0", f"ema.decay={ema}"])  # fmt: skip
 
     import ehrgen.train as train_module
 
@@ -100,7 +101,11 @@ def test_monitor_rolls_back_and_stops_when_copies_pass_the_holdout(
 
     def with_callbacks(node, *args, **kwargs):  # add the scripted monitor to the real trainer
         if kwargs.get("callbacks") is not None:
-            kwargs["callbacks"] = [*kwargs["callbacks"], monitor, weights]
+            # train.py's order: the monitor before the average, which swaps in for validation
+            # before _Weights records what is validated
+            averages = [c for c in kwargs["callbacks"] if isinstance(c, EMA)]
+            rest = [c for c in kwargs["callbacks"] if not isinstance(c, EMA)]
+            kwargs["callbacks"] = [*rest, monitor, *averages, weights]
         return original(node, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "instantiate", with_callbacks)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ehrgen.callbacks import GENERATION_KEY
+from ehrgen.callbacks import EMA, GENERATION_KEY
+from ehrgen.errors import InputError
 from ehrgen.module import PromptBartModule
 from ehrgen.train import run
 
@@ -114,13 +115,15 @@ def test_loss_goes_down_on_simulator(compose_cfg) -> None:
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5  # from ~ln(V) at init
 
 
-def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", ["null", "0.9"])
+def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path, ema: str) -> None:
     common = [
         "data.n_patients=300",
         f"data.cohort_dir={tmp_path / 'cohort'}",
         "trainer.max_steps=8",
         "+trainer.limit_val_batches=0",
         "callbacks.step_checkpoint.every_n_train_steps=4",
+        f"ema.decay={ema}",
     ]
     straight = _train(compose_cfg, [*common, f"paths.run_dir={tmp_path / 'a'}"])
     # Killed after 6 steps (last.ckpt at step 4), then resumed in the same run dir.
@@ -135,6 +138,38 @@ def test_resume_from_last_ckpt_continues_exactly(compose_cfg, tmp_path: Path) ->
     # killed run logged past its checkpoint appear once, from the resumed run.
     assert b["step"].to_list() == a["step"].to_list() and len(a) == 8
     assert b["train/loss"].to_list() == pytest.approx(a["train/loss"].to_list(), rel=1e-5)
+    # the saved weights (the moving average, with ema) are the uninterrupted run's too
+    saved = [torch.load(r["last_checkpoint"], weights_only=True)["state_dict"] for r in (straight, resumed)]
+    for k, v in saved[0].items():
+        torch.testing.assert_close(saved[1][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_ema_known_answer() -> None:
+    ema = EMA(decay=0.5)
+    averaged, current = [torch.zeros(2)], [torch.ones(2)]
+    # decay min(0.5, (1 + n) / (10 + n)): 1/10 after the first update (the copy), 2/11, 3/12, ...
+    expected = 0.0
+    for n in range(1, 30):
+        ema._update(averaged, current, torch.tensor(n))
+        decay = min(0.5, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * 1.0
+        assert averaged[0].tolist() == pytest.approx([expected] * 2)
+    assert averaged[0][0] == pytest.approx(1.0, abs=1e-6)  # the average of a constant is the constant
+    with pytest.raises(InputError, match="ema.decay must lie in"):
+        EMA(decay=1.0)
+
+
+def test_ema_checkpoint_holds_the_average_and_generates(compose_cfg, tmp_path: Path) -> None:
+    from ehrgen.generate import run as generate
+
+    summary = _train(compose_cfg, ["data.n_patients=200", "trainer.max_epochs=2", "ema.decay=0.9", f"paths.run_dir={tmp_path / 'run'}"])  # fmt: skip
+    ckpt = torch.load(summary["last_checkpoint"], weights_only=True)
+    average, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert average.keys() == raw.keys()
+    assert any(not torch.equal(average[k], raw[k]) for k in average)  # the average is what is saved
+    out = tmp_path / "gen"
+    generate(compose_cfg("generate", [f"ckpt={summary['last_checkpoint']}", "n_patients=4", f"out_dir={out}", "constraints.max_length=40", "progress=false"]))  # fmt: skip
+    assert (out / "generation.json").is_file()
 
 
 def test_epoch_zero_is_checkpointed_for_requeue(compose_cfg, tmp_path: Path) -> None:
@@ -180,7 +215,6 @@ def test_ddp_on_cpu_two_processes(tmp_path: Path) -> None:
 
 
 def test_missing_cohort_dir_is_prepared_and_bad_ckpt_path_errors(compose_cfg, tmp_path: Path) -> None:
-    from ehrgen.errors import InputError
 
     with pytest.raises(InputError, match="ckpt_path=.*does not exist"):
         _train(
@@ -231,7 +265,6 @@ def test_experiment_configs_compose(compose_cfg) -> None:
     ],
 )
 def test_bad_options_fail_before_any_work(compose_cfg, tmp_path: Path, override: str, message: str) -> None:
-    from ehrgen.errors import InputError
 
     with pytest.raises(InputError, match=message):
         _train(compose_cfg, ["data.n_patients=50", override])
@@ -246,7 +279,6 @@ class RunsCode:
 
 
 def test_resume_refuses_checkpoints_it_cannot_use(compose_cfg, tmp_path: Path, monkeypatch) -> None:
-    from ehrgen.errors import InputError
 
     common = ["data.n_patients=120", f"data.cohort_dir={tmp_path / 'cohort'}", "trainer.max_steps=2"]
     run_dir = tmp_path / "r"

@@ -107,7 +107,7 @@ def check_train_options(cfg: DictConfig) -> None:
 # Model options a checkpoint must share with the run that resumes it (the weights' shapes).
 SHAPE_KEYS = (
     "d_model", "encoder_layers", "decoder_layers", "attention_heads", "ffn_dim",
-    "max_length", "prompt_length", "prompt_hidden", "pretrained",
+    "max_length", "prompt_length", "prompt_hidden", "pretrained", "carry", "age_bands",
 )  # fmt: skip
 
 
@@ -131,10 +131,16 @@ def check_resume_checkpoint(path: Path, model: DictConfig, tokenizer: dict[str, 
     saved = raw.get(CHECKPOINT_KEY) if isinstance(raw, dict) else None
     if not isinstance(saved, dict) or "state_dict" not in raw:
         raise InputError(f"{label}: not an ehrgen training checkpoint (no '{CHECKPOINT_KEY}' section)")
+    import inspect
+
+    from ehrgen.models.prompt_bart import PromptBart
+
+    # an option a checkpoint predates had the constructor's default (e.g. carry=False)
+    defaults = {k: v.default for k, v in inspect.signature(PromptBart).parameters.items()}
     then = dict(saved.get("config") or {})
-    net_then = {**dict(then.get("net") or {}), "level": then.get("level")}
-    net_now = {**OmegaConf.to_container(model.net, resolve=True), "level": model.get("level")}
-    differ = [k for k in ("level", *SHAPE_KEYS) if k in net_then and net_then.get(k) != net_now.get(k)]
+    net_then = {**{k: defaults.get(k) for k in SHAPE_KEYS}, **dict(then.get("net") or {}), "level": then.get("level")}  # fmt: skip
+    net_now = {**{k: defaults.get(k) for k in SHAPE_KEYS}, **OmegaConf.to_container(model.net, resolve=True), "level": model.get("level")}  # fmt: skip
+    differ = [k for k in ("level", *SHAPE_KEYS) if net_then.get(k) != net_now.get(k)]
     if differ:
         shown = ", ".join(f"{k} {net_then.get(k)!r} (now {net_now.get(k)!r})" for k in differ)
         raise InputError(f"{label} was trained with other model options: {shown}; use a new run directory")

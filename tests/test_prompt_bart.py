@@ -96,6 +96,27 @@ def test_prompts_change_the_output(tiny: PromptBart) -> None:
     assert (flipped - base).abs().max() > 1e-5
 
 
+def test_age_bands_are_the_evaluation_bands_and_a_step_in_the_prompt() -> None:
+    from ehrgen.metrics.conditioning import age_band
+
+    edges = [1.0, 18.0, 45.0]
+    banded = PromptBart(VOCAB, prompt_length=2, age_bands=edges, **TINY)
+    numeric = PromptBart(VOCAB, prompt_length=2, **TINY)
+    ages = torch.tensor([0.0, 0.5, 0.999, 1.0, 17.9, 18.0, 44.0, 45.0, 90.0])
+    band = torch.bucketize(ages, banded.age_edges, right=True)
+    assert band.tolist() == age_band(ages.numpy(), edges).tolist()  # one definition of a band
+    sex = torch.zeros(2, dtype=torch.long)
+    like = torch.zeros(1)
+    with torch.no_grad():  # either side of the newborn edge: a step with bands, a nudge without
+        step = banded._prompt(banded.decoder_prompt, torch.tensor([0.999, 1.0]), sex, like)
+        nudge = numeric._prompt(numeric.decoder_prompt, torch.tensor([0.999, 1.0]), sex, like)
+        inside = banded._prompt(banded.decoder_prompt, torch.tensor([1.0, 1.001]), sex, like)
+    assert (step[0] - step[1]).abs().max() > 100 * (nudge[0] - nudge[1]).abs().max()
+    assert (step[0] - step[1]).abs().max() > 100 * (inside[0] - inside[1]).abs().max()
+    with pytest.raises(InputError, match="age_bands must be increasing ages > 0"):
+        PromptBart(VOCAB, age_bands=[18, 1], **TINY)
+
+
 def test_encoder_and_decoder_prompts_both_act(tiny: PromptBart) -> None:
     inputs = model_inputs(make_batch())
     # Random, not constant: BART's embedding LayerNorm would erase a constant shift.

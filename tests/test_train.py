@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ehrgen.callbacks import EMA, GENERATION_KEY
 from ehrgen.errors import InputError
-from ehrgen.module import PromptBartModule
+from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
 from ehrgen.train import run
 
 TINY = [
@@ -287,6 +287,15 @@ def test_resume_refuses_checkpoints_it_cannot_use(compose_cfg, tmp_path: Path, m
     # a run dir reused with another model size: one line, not a 136-line size mismatch
     with pytest.raises(InputError, match=r"trained with other model options: d_model 64 \(now 256\)"):
         _train(compose_cfg, [*common, "model/size=small", f"paths.run_dir={run_dir}"])
+    with pytest.raises(InputError, match=r"age_bands None \(now \[1, 18\]\)"):
+        _train(compose_cfg, [*common, "model.net.age_bands=[1,18]", f"paths.run_dir={run_dir}"])
+    # a checkpoint from before an option existed had the model's default (no carry pathway)
+    old = tmp_path / "old.ckpt"
+    crafted = torch.load(last, weights_only=True)
+    del crafted[CHECKPOINT_KEY]["config"]["net"]["carry"]
+    torch.save(crafted, old)
+    with pytest.raises(InputError, match=r"carry False \(now True\)"):
+        _train(compose_cfg, [*common, f"ckpt_path={old}", f"paths.run_dir={tmp_path / 'o'}"])
     with pytest.raises(InputError, match="trained on another vocabulary"):
         _train(compose_cfg, [*common, "data.min_count=3", f"paths.run_dir={run_dir}"])
     truncated = tmp_path / "truncated.ckpt"

@@ -18,6 +18,7 @@ Only public transformers APIs are used (``inputs_embeds``, attention masks, Cach
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -87,12 +88,21 @@ class PromptBart(nn.Module):
         age_scale: float = 100.0,
         pretrained: str | None = None,
         carry: bool = False,
+        age_bands: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.prompt_length = prompt_length
         self.age_scale = float(age_scale)
+        # Age band edges (years): the band is a categorical prompt feature beside the numeric age.
+        # Through the tanh bottleneck the numeric age is a smooth signal, and newborns (age 0,
+        # their own codes) sit only 0.16 from a 16-year-old on the age / age_scale axis; a band
+        # gives such steps a feature of their own.
+        edges = [float(e) for e in (age_bands or [])]
+        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or any(e <= 0 for e in edges):
+            raise InputError(f"model.net.age_bands must be increasing ages > 0, got {list(age_bands or [])}")
+        self.register_buffer("age_edges", torch.tensor(edges, dtype=torch.float32), persistent=False)
         n_positions = max_length + prompt_length  # prompts occupy the first positions
         if pretrained:
             self.bart = _load_pretrained(pretrained, vocab_size, n_positions)
@@ -122,7 +132,8 @@ class PromptBart(nn.Module):
         self.d_model = d
 
         def prompt() -> ConditionalPrompt:
-            return ConditionalPrompt(d, prompt_length, prompt_hidden, (self.age_scale,), (N_SEX,))
+            bands = (len(edges) + 1,) if edges else ()
+            return ConditionalPrompt(d, prompt_length, prompt_hidden, (self.age_scale,), (N_SEX, *bands))
 
         self.encoder_prompt = prompt()
         self.decoder_prompt = prompt()
@@ -143,7 +154,12 @@ class PromptBart(nn.Module):
     # ------------------------------------------------------------------ pieces
 
     def _prompt(self, module: ConditionalPrompt, age: Tensor, sex: Tensor, like: Tensor) -> Tensor:
-        return module(age.reshape(-1, 1), sex.reshape(-1, 1)).to(like.dtype)
+        age = age.reshape(-1, 1)
+        categorical = sex.reshape(-1, 1).long()
+        if self.age_edges.numel():
+            band = torch.bucketize(age.float(), self.age_edges, right=True)  # [edges[i-1], edges[i])
+            categorical = torch.cat([categorical, band], dim=1)
+        return module(age, categorical).to(like.dtype)
 
     def _check_length(self, ids: Tensor, what: str) -> None:
         if ids.shape[1] > self.max_length:

@@ -30,6 +30,10 @@ degrees fall with code rank, full-length 8 x 256 batches).
 (e) peak RSS of base-size training at batch 8 x 256 tokens (7,000 codes, regulariser on), two
     steps in a fresh subprocess (``ru_maxrss``; CPU only).
 (f) one AdamW step: torch's default implementation for the device vs ``foreach`` vs ``fused``.
+(g) carry-over pathway: training step with ``model.net.carry`` on vs off (raw loop, simulated
+    batches), and ``carry_history`` vs the per-position one-hot cumulative sum it replaced
+    (kept here as the baseline) on the simulated batches and on full 8 x 256 batches over 7,000
+    codes.
 """
 
 from __future__ import annotations
@@ -516,6 +520,75 @@ def section_optimizer(args, world, sizes, device, report) -> None:
         report("f", **row)
 
 
+def reference_carry_history(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(g) baseline: the per-position one-hot cumulative-sum form of ``carry_history`` (until 2026-12)."""
+    from ehrgen.models.prompt_bart import CURRENT, FIRST_CONTENT_ID, VISIT_START_ID
+
+    b, length = ids.shape
+    visit = (ids == VISIT_START_ID).long().cumsum(1)
+    n_visits = int(visit.max()) + 1
+    content = ids >= FIRST_CONTENT_ID
+    per_visit = torch.zeros(b, n_visits + 1, vocab_size, dtype=torch.bool)
+    rows = torch.arange(b)[:, None].expand(b, length)
+    per_visit[rows[content], visit[content], ids[content]] = True
+    earlier = per_visit.cumsum(1, dtype=torch.int32).gt(0)
+    earlier = torch.cat([earlier.new_zeros(b, 1, vocab_size), earlier[:, :-1]], 1)
+    history = earlier[rows, visit].to(torch.int8)
+    onehot = torch.zeros(b, length, vocab_size, dtype=torch.int16)
+    onehot[rows[content], torch.arange(length).expand(b, length)[content], ids[content]] = 1
+    count = onehot.cumsum(1, dtype=torch.int16)
+    start = torch.where(ids == VISIT_START_ID, torch.arange(length), 0).cummax(1).values
+    current = (count - count.gather(1, start[..., None].expand_as(count))) > 0
+    return history.masked_fill_(current, CURRENT)
+
+
+def section_carry(args, world, batches, device, report) -> None:
+    """(g) the carry-over pathway's cost in a training step, and carry_history vs its baseline."""
+    from omegaconf import OmegaConf
+
+    from ehrgen.models.prompt_bart import FIRST_CONTENT_ID, carry_history
+
+    warm, c = args.warmup, (WALL if device.type == "cuda" else CPU)
+    for size in args.size:
+        times: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        for _ in range(args.repeats):
+            for carry in (True, False):
+                cfg = OmegaConf.merge(world.cfg, {"model": {"net": {"carry": carry}}})
+                module = build_module(cfg, size, world.tokenizer, world.cooc).to(device)
+                times[carry].append(raw_loop(module, batches, device, warm).mean(0))
+        ratios = [a[c] / b[c] for a, b in zip(times[True], times[False], strict=True)]
+        report(
+            "g",
+            what=f"training step ({size})",
+            baseline_ms=1e3 * float(np.median([t[c] for t in times[False]])),
+            ehrgen_ms=1e3 * float(np.median([t[c] for t in times[True]])),
+            ratio=median(ratios),
+        )
+    _, synthetic, _ = synthetic_world(args, 2)
+    cases = [
+        ("simulated batches", [b["decoder_input_ids"] for b in batches], FIRST_CONTENT_ID + world.n_codes),
+        ("8 x 256, 7,000 codes", [b["decoder_input_ids"] for b in synthetic], FIRST_CONTENT_ID + MIMIC_CODES),
+    ]
+    clock = Clock(torch.device("cpu"))
+    for what, ids_list, v in cases:
+        for ids in ids_list:  # the two forms agree before they are timed
+            assert torch.equal(carry_history(ids, v), reference_carry_history(ids, v))
+        pair: dict[str, list[float]] = {"baseline": [], "ehrgen": []}
+        for _ in range(5 * args.repeats):
+            for name, fn in (("baseline", reference_carry_history), ("ehrgen", carry_history)):
+                start = clock()
+                for ids in ids_list:
+                    fn(ids, v)
+                pair[name].append((clock() - start)[CPU] / len(ids_list))
+        report(
+            "g",
+            what=f"carry_history ({what})",
+            baseline_ms=1e3 * median(pair["baseline"]),
+            ehrgen_ms=1e3 * median(pair["ehrgen"]),
+            ratio=median([b / a for a, b in zip(pair["baseline"], pair["ehrgen"], strict=True)]),
+        )
+
+
 # (e) variants: config overrides, gradient checkpointing, environment of the child process.
 RSS_VARIANTS: dict[str, tuple[list[str], bool, dict[str, str]]] = {
     "default": ([], False, {}),
@@ -585,7 +658,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per comparison")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="quoted peak (H100 SXM bf16 dense)")
-    parser.add_argument("--sections", default="abcdef")
+    parser.add_argument("--sections", default="abcdefg")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (CPU default 1: see docs/benchmarks.md)"
     )
@@ -649,6 +722,9 @@ def main() -> None:
         if "f" in args.sections:
             section_optimizer(args, world, args.size, device, report)
             elapsed("f")
+        if "g" in args.sections:
+            section_carry(args, world, batches, device, report)
+            elapsed("g")
         if "e" in args.sections and device.type == "cpu":
             section_rss(args, report)
             elapsed("e")

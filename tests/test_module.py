@@ -161,7 +161,7 @@ def test_optimizer_groups_and_schedule(trained: tuple) -> None:
         is_norm = "layernorm" in name.lower() or "layer_norm" in name.lower()
         assert (id(p) in no_decay_ids) == (name.endswith("bias") or is_norm), name
     # 3 steps into a 10-step warmup: lr factor 4/10 (the first step is never at lr 0).
-    assert decay["lr"] == pytest.approx(1e-4 * 0.4)
+    assert decay["lr"] == pytest.approx(float(module.cfg["lr"]) * 0.4)
     assert warmup_linear_decay(0, 10, 100) == pytest.approx(0.1)
     assert warmup_linear_decay(10, 10, 100) == pytest.approx(1.0)
     assert warmup_linear_decay(55, 10, 100) == pytest.approx(0.5)

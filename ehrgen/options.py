@@ -138,8 +138,9 @@ def check_resume_checkpoint(path: Path, model: DictConfig, tokenizer: dict[str, 
     # an option a checkpoint predates had the constructor's default (e.g. carry=False)
     defaults = {k: v.default for k, v in inspect.signature(PromptBart).parameters.items()}
     then = dict(saved.get("config") or {})
-    net_then = {**{k: defaults.get(k) for k in SHAPE_KEYS}, **dict(then.get("net") or {}), "level": then.get("level")}  # fmt: skip
-    net_now = {**{k: defaults.get(k) for k in SHAPE_KEYS}, **OmegaConf.to_container(model.net, resolve=True), "level": model.get("level")}  # fmt: skip
+    base = {k: defaults.get(k) for k in SHAPE_KEYS}
+    net_then = {**base, **dict(then.get("net") or {}), "level": then.get("level")}
+    net_now = {**base, **OmegaConf.to_container(model.net, resolve=True), "level": model.get("level")}
     differ = [k for k in ("level", *SHAPE_KEYS) if net_then.get(k) != net_now.get(k)]
     if differ:
         shown = ", ".join(f"{k} {net_then.get(k)!r} (now {net_now.get(k)!r})" for k in differ)

@@ -17,8 +17,9 @@ and visit markers stay, except that next-visit prediction removes whole visits.
   is the demographics-only prompt that generation starts from.
 
 ``prompt_p`` (default 0.5; 0 is PromptEHR's recipe) gives, before any task, that share of
-patients the demographics-only encoder input ``<s> </s>`` whatever their length. Without it the decoder rarely writes a
-multi-visit patient from an empty encoder, the condition demographics-mode generation runs in:
+patients the demographics-only encoder input ``<s> </s>`` whatever their length. Without it the
+decoder rarely writes a multi-visit patient from an empty encoder, the condition
+demographics-mode generation runs in:
 ``next_visit`` reaches k = 0 for 1 / n_visits of the patients it corrupts (every single-visit
 patient, a third of three-visit ones), so across-visit structure is learned mostly while the
 encoder holds the answer.

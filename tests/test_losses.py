@@ -73,11 +73,12 @@ def _hand_case() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_cooccurrence_loss_hand_computed() -> None:
     logits, ids = _hand_case()
-    # t=2 (after code 7): rare partners of 7 = {9}: 3/34.
-    # t=3 (after 7, 8):   mean(rare(7) = 3/34, rare(8) = 0) = 1.5/34.
-    # t=6 (new visit, after 9): rare partners of 9 = {7}: 1/34 (7 and 8 of visit 1 do not count).
+    # Shares among the codes (code mass 6/34):
+    # t=2 (after code 7): rare partners of 7 = {9}: 3/6.
+    # t=3 (after 7, 8):   mean(rare(7) = 3/6, rare(8) = 0) = 1.5/6.
+    # t=6 (new visit, after 9): rare partners of 9 = {7}: 1/6 (7 and 8 of visit 1 do not count).
     # <s>, <v> (no codes yet) and <\v> positions have no context.
-    expected = (3 + 1.5 + 1) / 34 / 3
+    expected = (3 + 1.5 + 1) / 6 / 3
     got = cooccurrence_loss(logits, ids, _frequent(5), OFFSET)
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
@@ -86,13 +87,28 @@ def test_cooccurrence_loss_respects_position_mask_and_batch() -> None:
     logits, ids = _hand_case()
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[0, 6] = False  # drop t=6
-    assert cooccurrence_loss(logits, ids, _frequent(5), OFFSET, mask).item() == pytest.approx(4.5 / 34 / 2)
-    # A second, padded patient whose only context position is t=2 (rare mass 3/34).
+    assert cooccurrence_loss(logits, ids, _frequent(5), OFFSET, mask).item() == pytest.approx(4.5 / 6 / 2)
+    # A second, padded patient whose only context position is t=2 (rare share 3/6).
     ids2 = torch.cat([ids, torch.tensor([[0, 4, 7, 5, 2, 1, 1, 1]])])
     logits2 = torch.cat([logits, logits])
     mask2 = ids2 != 1
     got = cooccurrence_loss(logits2, ids2, _frequent(5), OFFSET, mask2)
-    assert got.item() == pytest.approx((3 + 1.5 + 1 + 3) / 34 / 4, rel=1e-6)
+    assert got.item() == pytest.approx((3 + 1.5 + 1 + 3) / 6 / 4, rel=1e-6)
+
+
+def test_cooccurrence_loss_cannot_shorten_visits() -> None:
+    """Moving probability between the codes and <\\v> (or any special) leaves the regulariser
+    unchanged, so it never rewards closing a visit: its gradient outside the code block is 0."""
+    logits, ids = _hand_case()
+    base = cooccurrence_loss(logits, ids, _frequent(5), OFFSET)
+    shifted = logits.clone()
+    shifted[..., 5] += 3.0  # <\v> 20x likelier
+    assert cooccurrence_loss(shifted, ids, _frequent(5), OFFSET).item() == pytest.approx(base.item(), rel=1e-6)
+    x = torch.randn(2, 9, 10, dtype=torch.float64, requires_grad=True)
+    two = torch.tensor([[0, 4, 7, 9, 8, 5, 4, 8, 7], [0, 4, 9, 8, 5, 2, 1, 1, 1]])
+    cooccurrence_loss(x, two, _frequent(5, torch.float64), OFFSET, two != 1).backward()
+    assert x.grad[..., :OFFSET].abs().max().item() < 1e-15
+    assert x.grad[..., OFFSET:].abs().max().item() > 1e-3
 
 
 def test_cooccurrence_loss_is_zero_without_context() -> None:
@@ -137,8 +153,8 @@ def test_combined_loss_weights_and_cooc_shape_check() -> None:
     assert torch.equal(terms["lm"], lm_loss(logits, labels))  # fused with cooc, bit for bit
     assert terms["age"].item() == pytest.approx(0.04, rel=1e-5)
     assert terms["sex"].item() == pytest.approx(math.log(2), rel=1e-6)
-    assert terms["cooc"].item() == pytest.approx(5.5 / 102, rel=1e-6)
-    expected = terms["lm"] + 0.5 * 0.04 + 0.25 * math.log(2) + 2.0 * 5.5 / 102
+    assert terms["cooc"].item() == pytest.approx(5.5 / 18, rel=1e-6)  # shares: (3 + 1.5 + 1) / 6 / 3
+    expected = terms["lm"] + 0.5 * 0.04 + 0.25 * math.log(2) + 2.0 * 5.5 / 18
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert PromptBartLoss(OFFSET)(out, batch)["cooc"].item() == 0.0  # no matrix: term off
     with pytest.raises(InputError, match="code tokens"):
@@ -169,7 +185,7 @@ def _reference_cooccurrence_loss(logits, ids, frequent, offset, position_mask=No
     probs = logits.flatten(0, 1)[rows].softmax(-1)[:, offset : offset + n_codes]
     q = (frequent.to(probs.dtype) @ probs.T.contiguous()).T
     q_ctx = q.gather(1, (ids - offset).clamp(0, n_codes - 1)[rows // length])
-    return (probs.sum(-1) - (q_ctx * context).sum(-1) / context.sum(-1)).mean()
+    return (1 - (q_ctx * context).sum(-1) / context.sum(-1) / probs.sum(-1)).mean()
 
 
 def _random_case(seed: int, batch: int = 5, length: int = 40, n_codes: int = 30, extra: int = 3):

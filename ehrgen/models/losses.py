@@ -124,7 +124,7 @@ def cooccurrence_loss(
     *,
     chunk_elements: int = PARTNER_CHUNK_ELEMENTS,
 ) -> Tensor:
-    r"""Expected probability mass on rare partners of the codes already in the current visit.
+    r"""Expected share, among the codes, of rare partners of the codes already in the current visit.
 
     With ``C`` code tokens (ids ``token_offset .. token_offset + C - 1``), ``F`` the sparse ``C x C``
     0/1 indicator of frequent pairs (:func:`frequent_pairs`), ``P_t`` the softmax over the full
@@ -133,14 +133,19 @@ def cooccurrence_loss(
     resets at ``<v>``; positions from ``<\v>`` up to the next ``<v>`` have an empty context; a
     repeated code counts once per occurrence)::
 
-        rare_t(c) = sum_j P_t[j] (1 - F[c, j]) = m_t - (P_t F^T)[c],   m_t = sum_j P_t[j]
+        rare_t(c) = sum_j (P_t[j] / m_t) (1 - F[c, j]) = 1 - (P_t F^T)[c] / m_t,   m_t = sum_j P_t[j]
         loss      = mean_{t : |S_t| > 0, position_mask_t}  (1 / |S_t|) sum_{c in S_t} rare_t(c)
+
+    A share, not a mass: the mass ``m_t - (P_t F^T)[c]`` can also be lowered by moving probability
+    from every code to ``<\v>``, so the regulariser used to end visits early (codes per visit
+    fell by about its weight times the rare share). As a share it is a function of the code
+    distribution alone and its gradient on every logit outside the code block is exactly 0.
 
     How, without ``nnz(F) x positions`` work: ``sum_c (P_t F^T)[c] = P_t . N_t`` with
     ``N_t[j] = #{c in S_t : F[c, j]}``, the frequent-partner counts of the context. ``N`` depends
     only on the ids (:func:`_partner_counts`: each code token is expanded once by its CSR row of
     ``F``, and a cumulative sum over positions, reset per visit, accumulates the rows), so the
-    loss is ``sum_t (m_t - P_t . N_t / |S_t|) / K``, K the positions used, with an analytic
+    loss is ``sum_t (1 - P_t . N_t / (|S_t| m_t)) / K``, K the positions used, with an analytic
     gradient (:class:`_LmRareMass`). Cost: ``sum over code tokens of deg_F(code)`` scattered
     elements plus a few passes over ``B*L x V`` arrays, the size of the logits.
     Used unchanged at category level for the hierarchical model (a category co-occurrence
@@ -220,7 +225,7 @@ def _lm_and_rare_mass(
 
 
 class _LmRareMass(torch.autograd.Function):
-    """LM cross-entropy and ``sum_t base_t m_t - scale_t P_t . N_t``, with a hand-written gradient.
+    """LM cross-entropy and ``sum_t base_t - scale_t P_t . N_t / m_t``, with a hand-written gradient.
 
     ``P = softmax(x)``, ``m_t`` its code mass, ``N`` the partner counts (code columns). Written out
     so that the only ``[rows, V]`` arrays are the probabilities (saved) and the one gradient:
@@ -239,34 +244,38 @@ class _LmRareMass(torch.autograd.Function):
             lm = F.nll_loss(log_probs, labels, ignore_index=IGNORE_INDEX)  # = F.cross_entropy(x, labels)
             probs = log_probs.exp_()
         codes = probs[:, offset : offset + counts.shape[1]]
-        mass = codes.sum(-1)
+        # Clamped so that a row with (numerically) no code mass has share 0, not 0/0.
+        mass = codes.sum(-1).clamp_min(torch.finfo(codes.dtype).tiny)
         # Row-wise dot without a [rows, C] temporary (exact fp32 unless CUDA TF32 matmuls are enabled).
-        frequent_mass = torch.bmm(codes.unsqueeze(1), counts.unsqueeze(2)).view(-1)
-        per_row = base * mass - scale * frequent_mass  # also P . dCooc/dP, for the softmax backward
-        ctx.save_for_backward(probs, counts, base, scale, per_row, labels)
+        share = torch.bmm(codes.unsqueeze(1), counts.unsqueeze(2)).view(-1) / mass
+        per_row = base - scale * share
+        ctx.save_for_backward(probs, counts, scale, share, mass, labels)
         ctx.offset = offset
         return lm, per_row.sum()
 
     @staticmethod
     def backward(ctx, grad_lm: Tensor, grad_cooc: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        probs, counts, base, scale, per_row, labels = ctx.saved_tensors
+        probs, counts, scale, share, mass, labels = ctx.saved_tensors
         lo, hi = ctx.offset, ctx.offset + counts.shape[1]
-        # Through the softmax: dx = P * (dP - P . dP), with dP = lm_t - onehot * lm_t + cooc terms:
-        # lm_t = grad_lm / n_labels on labelled rows (cross-entropy), and for the regulariser
-        # dCooc/dP = base - scale * N on the code columns, 0 elsewhere. Each column block is
-        # written once, straight into the output; the one-hot part is a scatter at the end.
+        # Through the softmax: dx = P * (dP - P . dP). The LM part: dP = lm_t - onehot * lm_t, with
+        # lm_t = grad_lm / n_labels on labelled rows. The regulariser, a function of the code
+        # columns' *shares* P_j / m: dCooc/dP_j = c_t (N_j - share_t) with c_t = -scale_t / m_t on
+        # code columns and 0 elsewhere, so P . dCooc/dP = 0 and it moves no logit outside the code
+        # block. Each column block is written once, straight into the output; the one-hot part
+        # is a scatter at the end.
         if labels is None:
-            lm_row = torch.zeros_like(per_row)
+            lm_row = torch.zeros_like(share)
         else:
             labelled = labels != IGNORE_INDEX
             lm_row = labelled.to(probs.dtype) * (grad_lm / labelled.sum().clamp(min=1))
-        shift = (lm_row - per_row * grad_cooc)[:, None]
+        shift = lm_row[:, None]
+        coef = -scale * grad_cooc / mass
         out = torch.empty_like(probs)
         torch.mul(probs[:, :lo], shift, out=out[:, :lo])
         torch.mul(probs[:, hi:], shift, out=out[:, hi:])
         code_grad = out[:, lo:hi]  # in-place passes: no [rows, C] temporaries
-        torch.mul(counts, (-scale * grad_cooc)[:, None], out=code_grad)
-        code_grad.add_(shift + (base * grad_cooc)[:, None]).mul_(probs[:, lo:hi])
+        torch.mul(counts, coef[:, None], out=code_grad)
+        code_grad.add_(shift - (coef * share)[:, None]).mul_(probs[:, lo:hi])
         if labels is not None:
             rows = labelled.nonzero().squeeze(1)
             out[rows, labels[rows]] -= lm_row[rows]

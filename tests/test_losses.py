@@ -103,7 +103,9 @@ def test_cooccurrence_loss_cannot_shorten_visits() -> None:
     base = cooccurrence_loss(logits, ids, _frequent(5), OFFSET)
     shifted = logits.clone()
     shifted[..., 5] += 3.0  # <\v> 20x likelier
-    assert cooccurrence_loss(shifted, ids, _frequent(5), OFFSET).item() == pytest.approx(base.item(), rel=1e-6)
+    assert cooccurrence_loss(shifted, ids, _frequent(5), OFFSET).item() == pytest.approx(
+        base.item(), rel=1e-6
+    )
     x = torch.randn(2, 9, 10, dtype=torch.float64, requires_grad=True)
     two = torch.tensor([[0, 4, 7, 9, 8, 5, 4, 8, 7], [0, 4, 9, 8, 5, 2, 1, 1, 1]])
     cooccurrence_loss(x, two, _frequent(5, torch.float64), OFFSET, two != 1).backward()

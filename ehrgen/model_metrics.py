@@ -15,17 +15,16 @@ from torch import Tensor
 from ehrgen.metrics.lm import IGNORE_INDEX, ReconstructionJaccard
 
 
-def _nll_sums(
-    module: torch.nn.Module, enc: list, seqs: list, targets: list, age: Tensor, sex: Tensor
-) -> tuple[float, int]:
-    """Summed NLL and count over the ``targets`` positions (boolean arrays over ``seq[1:]``)."""
+def _teacher_forced(
+    module: torch.nn.Module, enc: list, seqs: list, age: Tensor, sex: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logits, decoder_input_ids, labels)`` of the decoder teacher-forced on ``seqs``."""
     from ehrgen.data.datamodule import pad_stack
     from ehrgen.data.vocab import PAD
 
     input_ids, attention_mask = pad_stack(enc, PAD)
     dec, dec_mask = pad_stack([s[:-1] for s in seqs], PAD)
     labels, _ = pad_stack([s[1:] for s in seqs], PAD)
-    want, _ = pad_stack([t.astype("int64") for t in targets], 0)
     out = module.model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -34,9 +33,47 @@ def _nll_sums(
         age=age,
         sex=sex,
     )
-    nll = F.cross_entropy(out.logits.float().transpose(1, 2), labels, reduction="none")
+    return out.logits.float(), dec, labels
+
+
+def _nll_sums(
+    module: torch.nn.Module, enc: list, seqs: list, targets: list, age: Tensor, sex: Tensor
+) -> tuple[float, int]:
+    """Summed NLL and count over the ``targets`` positions (boolean arrays over ``seq[1:]``)."""
+    from ehrgen.data.datamodule import pad_stack
+
+    logits, _, labels = _teacher_forced(module, enc, seqs, age, sex)
+    want, _ = pad_stack([t.astype("int64") for t in targets], 0)
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
     chosen = want.bool()
     return float(nll[chosen].sum()), int(chosen.sum())
+
+
+def _stop_sums(
+    logits: Tensor, dec: Tensor, labels: Tensor, content: tuple[int, int]
+) -> dict[str, list[float]]:
+    """Predicted and observed stops, ``name -> [sum of predicted probabilities, observed count]``.
+
+    The probabilities are renormalised over the tokens the sampler's grammar allows there:
+    ``{<v>, </s>}`` after a ``<\\v>``; ``<\\v>`` and the content tokens after a code.
+    """
+    from ehrgen.data.vocab import EOS, UNK, VISIT_END, VISIT_START
+
+    lo, hi = content
+    boundary = (dec == VISIT_END) & ((labels == VISIT_START) | (labels == EOS))
+    pair = logits[..., [VISIT_START, EOS]].softmax(-1)[..., 1]
+    first = boundary & (boundary.cumsum(1) == 1)
+    def item(x: Tensor) -> Tensor:  # <unk> stands for a code (one the vocabulary does not hold)
+        return ((x >= lo) & (x < hi)) | (x == UNK)
+
+    in_visit = item(dec) & ((labels == VISIT_END) | item(labels))
+    allowed = torch.cat([logits[..., VISIT_END : VISIT_END + 1], logits[..., lo:hi]], -1)
+    p_end = allowed.softmax(-1)[..., 0]
+    return {
+        "stop": [float(pair[boundary].sum()), float((labels[boundary] == EOS).sum())],
+        "first_stop": [float(pair[first].sum()), float((labels[first] == EOS).sum())],
+        "visit_end": [float(p_end[in_visit].sum()), float((labels[in_visit] == VISIT_END).sum())],
+    }
 
 
 @torch.no_grad()
@@ -54,6 +91,12 @@ def model_metrics(
     - ``spatial_perplexity``: in each visit with >= 2 codes, every other code is replaced by
       ``<mask>`` in the encoder and those codes are scored (the PromptEHR within-visit task).
     - ``recon_jaccard``: first half of the codes given, rest generated greedily (as in validation).
+
+    And, with the demographics-only encoder of generation, whether the model ends patients and
+    visits as often as the real ones end (the expected count of ends over the observed count;
+    1 = calibrated, > 1 ends too early): ``stop_calibration`` (``</s>`` after each visit),
+    ``first_stop_calibration`` (after the first visit only) and ``visit_end_calibration``
+    (``<\\v>`` after each code).
     """
     import numpy as np
     import polars as pl
@@ -74,6 +117,8 @@ def model_metrics(
     empty = np.array([BOS, EOS], dtype=np.int64)
     totals = {"perplexity": [0.0, 0], "temporal_perplexity": [0.0, 0], "spatial_perplexity": [0.0, 0]}
     recon = ReconstructionJaccard()
+
+    stops = {"stop": [0.0, 0.0], "first_stop": [0.0, 0.0], "visit_end": [0.0, 0.0]}
 
     def add(name: str, jobs: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         for start in range(0, len(jobs), batch_size):
@@ -128,7 +173,22 @@ def model_metrics(
         if preds:
             recon.update(preds, targets)
 
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start : start + batch_size]
+        logits, dec, labels = _teacher_forced(
+            module,
+            [empty] * len(chunk),
+            chunk,
+            ages[start : start + batch_size],
+            sexes[start : start + batch_size],
+        )
+        for name, (p, n) in _stop_sums(logits, dec, labels, (lo, hi)).items():
+            stops[name][0] += p
+            stops[name][1] += n
+
     out = {name: float(np.exp(s / n)) if n else float("nan") for name, (s, n) in totals.items()}
+    for name, (p, n) in stops.items():
+        out[f"{name}_calibration"] = p / n if n else float("nan")
     out["recon_jaccard"] = float(recon.compute()) if recon.denominator > 0 else float("nan")
     out["n_patients"] = float(len(seqs))
     return out

@@ -38,6 +38,32 @@ def test_uniform_model_has_perplexity_equal_to_vocab_size(
     for name in ("perplexity", "temporal_perplexity", "spatial_perplexity"):
         assert out[name] == pytest.approx(vocab, rel=1e-4), name
     assert out["n_patients"] == 11
+    # Uniform over what the grammar allows: 1/2 for </s> after each visit, 1/(C+1) for <\v> after
+    # each code. Expected over observed ends, counted on the patients as the model reads them.
+    uniform_ends = _uniform_end_calibration(demo_checkpoint, demo_cohort, ["test"])
+    for name, want in uniform_ends.items():
+        assert out[name] == pytest.approx(want, rel=1e-5), name
+
+
+def _uniform_end_calibration(ckpt: Path, cohort: Path, splits: list[str]) -> dict[str, float]:
+    import polars as pl
+
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.data.datamodule import truncate_oldest
+    from ehrgen.data.vocab import UNK, VISIT_START
+    from ehrgen.module import PromptBartModule
+
+    tok = PromptBartModule.load(str(ckpt)).tokenizer
+    lo, hi = tok.content_range
+    frame = pl.concat([Cohort(cohort).read(s) for s in splits])
+    seqs = [truncate_oldest(x, 256) for x in tok.encode_batch(frame["visits"].to_arrow())]
+    visits = [int((x == VISIT_START).sum()) for x in seqs]
+    codes = sum(int((((x >= lo) & (x < hi)) | (x == UNK)).sum()) for x in seqs)
+    return {
+        "stop_calibration": 0.5 * sum(visits) / len(seqs),
+        "first_stop_calibration": 0.5 * len(seqs) / visits.count(1),
+        "visit_end_calibration": codes / (hi - lo + 1) / sum(visits),
+    }
 
 
 def test_trained_model_beats_uniform(demo_checkpoint: Path, demo_cohort: Path) -> None:
@@ -45,4 +71,8 @@ def test_trained_model_beats_uniform(demo_checkpoint: Path, demo_cohort: Path) -
     out = model_metrics(str(demo_checkpoint), str(demo_cohort), ["val", "test"])
     assert out["perplexity"] < vocab
     assert 0.0 <= out["recon_jaccard"] <= 1.0
+    # Training moves the visit ends towards their real rate (1) from the uniform model's.
+    uniform = _uniform_end_calibration(demo_checkpoint, demo_cohort, ["val", "test"])
+    uniform = uniform["visit_end_calibration"]
+    assert abs(math.log(out["visit_end_calibration"])) < abs(math.log(uniform))
     assert all(math.isfinite(v) for v in out.values())

@@ -224,6 +224,14 @@ def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def ends(ckpt: Path, truth: Path) -> dict[str, float]:
+    """End calibration of the checkpoint on truth patients (``model_metrics``; 1 = calibrated)."""
+    from ehrgen.model_metrics import model_metrics
+
+    got = model_metrics(str(ckpt), str(truth), ["train", "val", "test"], max_patients=5000)
+    return {k: v for k, v in got.items() if k.endswith("_calibration")}
+
+
 def table(results: dict[str, Any]) -> str:
     floor, cols = results["floor"], [c for c in results["columns"] if c != "floor"]
     lines = [
@@ -266,6 +274,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"| exact copies of a training patient | {floor['copy_rate']:.4f} | " + " | ".join(cp) + " |"
     )
+    for key in ("stop_calibration", "first_stop_calibration", "visit_end_calibration"):
+        cells = [f"{results[c]['ends'][key]:.3f}" if "ends" in results[c] else "-" for c in cols]
+        lines.append(f"| {key} (teacher-forced, 1 = calibrated) | 1 | " + " | ".join(cells) + " |")
     times = [
         f"{results[c]['train_minutes']:.0f} min / {results[c]['generate_seconds']:.0f} s" if "train_minutes" in results[c] else "-"
         for c in cols
@@ -344,6 +355,7 @@ def main() -> None:
         synthetic, gen_s = generate(out, name, ckpt, n)
         results[name] = {
             **score(name, synthetic),
+            "ends": ends(ckpt, truth_a),
             "train_minutes": train_s / 60,
             "generate_seconds": gen_s,
             "command": vars(args),

@@ -49,13 +49,36 @@ def _nll_sums(
     return float(nll[chosen].sum()), int(chosen.sum())
 
 
-def _stop_sums(
+def _previous_visit_items(dec: Tensor, lo: int, hi: int) -> Tensor:
+    """``[B, L, K]`` content columns (token id - lo) of the previous visit's items at each position
+    inside a visit; ``hi - lo`` (a zero column appended by the caller) pads."""
+    from ehrgen.data.vocab import VISIT_START
+
+    rows = []
+    for ids in dec.tolist():
+        visits, current, out = [], None, []
+        for t in ids:
+            if t == VISIT_START:
+                visits.append(current := [])
+            elif current is not None and lo <= t < hi:
+                current.append(t - lo)
+            out.append(visits[-2] if len(visits) >= 2 else [])
+        rows.append(out)
+    width = max((len(x) for r in rows for x in r), default=0) or 1
+    index = torch.full((dec.shape[0], dec.shape[1], width), hi - lo, dtype=torch.long)
+    for b, r in enumerate(rows):
+        for t, items in enumerate(r):
+            index[b, t, : len(items)] = torch.tensor(items, dtype=torch.long)
+    return index
+
+
+def _calibration_sums(
     logits: Tensor, dec: Tensor, labels: Tensor, content: tuple[int, int]
 ) -> dict[str, list[float]]:
-    """Predicted and observed stops, ``name -> [sum of predicted probabilities, observed count]``.
+    """Predicted and observed events, ``name -> [sum of predicted probabilities, observed count]``.
 
     The probabilities are renormalised over the tokens the sampler's grammar allows there:
-    ``{<v>, </s>}`` after a ``<\\v>``; ``<\\v>`` and the content tokens after a code.
+    ``{<v>, </s>}`` after a ``<\\v>``; ``<\\v>`` and the content tokens inside a visit.
     """
     from ehrgen.data.vocab import EOS, UNK, VISIT_END, VISIT_START
 
@@ -63,16 +86,24 @@ def _stop_sums(
     boundary = (dec == VISIT_END) & ((labels == VISIT_START) | (labels == EOS))
     pair = logits[..., [VISIT_START, EOS]].softmax(-1)[..., 1]
     first = boundary & (boundary.cumsum(1) == 1)
+
     def item(x: Tensor) -> Tensor:  # <unk> stands for a code (one the vocabulary does not hold)
         return ((x >= lo) & (x < hi)) | (x == UNK)
 
     in_visit = item(dec) & ((labels == VISIT_END) | item(labels))
-    allowed = torch.cat([logits[..., VISIT_END : VISIT_END + 1], logits[..., lo:hi]], -1)
-    p_end = allowed.softmax(-1)[..., 0]
+    allowed = torch.cat([logits[..., VISIT_END : VISIT_END + 1], logits[..., lo:hi]], -1).softmax(-1)
+    # Carry: every position that writes the next item of a visit after the first (from its <v>).
+    writing = ((dec == VISIT_START) | item(dec)) & ((labels == VISIT_END) | item(labels))
+    previous = _previous_visit_items(dec, lo, hi)
+    has_previous = writing & (previous < hi - lo).any(-1)
+    codes = torch.cat([allowed[..., 1:], allowed.new_zeros(*allowed.shape[:2], 1)], -1)
+    carried_p = codes.gather(-1, previous).sum(-1)
+    carried = (previous == (labels - lo).clamp(min=0)[..., None]).any(-1) & (labels >= lo) & (labels < hi)
     return {
         "stop": [float(pair[boundary].sum()), float((labels[boundary] == EOS).sum())],
         "first_stop": [float(pair[first].sum()), float((labels[first] == EOS).sum())],
-        "visit_end": [float(p_end[in_visit].sum()), float((labels[in_visit] == VISIT_END).sum())],
+        "visit_end": [float(allowed[..., 0][in_visit].sum()), float((labels[in_visit] == VISIT_END).sum())],
+        "carry": [float(carried_p[has_previous].sum()), float(carried[has_previous].sum())],
     }
 
 
@@ -96,7 +127,8 @@ def model_metrics(
     visits as often as the real ones end (the expected count of ends over the observed count;
     1 = calibrated, > 1 ends too early): ``stop_calibration`` (``</s>`` after each visit),
     ``first_stop_calibration`` (after the first visit only) and ``visit_end_calibration``
-    (``<\\v>`` after each code).
+    (``<\\v>`` after each code); and ``carry_calibration``, the expected number of the previous
+    visit's codes written again over the observed number (> 1 carries too much).
     """
     import numpy as np
     import polars as pl
@@ -118,7 +150,7 @@ def model_metrics(
     totals = {"perplexity": [0.0, 0], "temporal_perplexity": [0.0, 0], "spatial_perplexity": [0.0, 0]}
     recon = ReconstructionJaccard()
 
-    stops = {"stop": [0.0, 0.0], "first_stop": [0.0, 0.0], "visit_end": [0.0, 0.0]}
+    stops = {name: [0.0, 0.0] for name in ("stop", "first_stop", "visit_end", "carry")}
 
     def add(name: str, jobs: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         for start in range(0, len(jobs), batch_size):
@@ -182,7 +214,7 @@ def model_metrics(
             ages[start : start + batch_size],
             sexes[start : start + batch_size],
         )
-        for name, (p, n) in _stop_sums(logits, dec, labels, (lo, hi)).items():
+        for name, (p, n) in _calibration_sums(logits, dec, labels, (lo, hi)).items():
             stops[name][0] += p
             stops[name][1] += n
 

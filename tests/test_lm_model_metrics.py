@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train import TINY
@@ -59,10 +60,21 @@ def _uniform_end_calibration(ckpt: Path, cohort: Path, splits: list[str]) -> dic
     seqs = [truncate_oldest(x, 256) for x in tok.encode_batch(frame["visits"].to_arrow())]
     visits = [int((x == VISIT_START).sum()) for x in seqs]
     codes = sum(int((((x >= lo) & (x < hi)) | (x == UNK)).sum()) for x in seqs)
+    # Carry: each visit after the first writes (its items + 1) tokens, each putting 1/(C+1) on
+    # every in-vocabulary item of the visit before; observed: the items the two visits share.
+    expected_carry, observed_carry = 0.0, 0
+    for x in seqs:
+        parts = np.split(x, np.flatnonzero(x == VISIT_START))[1:]
+        items = [[int(t) for t in v if lo <= t < hi or t == UNK] for v in parts]
+        for before, now in zip(items, items[1:], strict=False):
+            known = {t for t in before if t != UNK}
+            expected_carry += (len(now) + 1) * len(known) / (hi - lo + 1)
+            observed_carry += len(known & set(now))
     return {
         "stop_calibration": 0.5 * sum(visits) / len(seqs),
         "first_stop_calibration": 0.5 * len(seqs) / visits.count(1),
         "visit_end_calibration": codes / (hi - lo + 1) / sum(visits),
+        "carry_calibration": expected_carry / observed_carry,
     }
 
 

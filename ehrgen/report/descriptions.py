@@ -88,6 +88,19 @@ _HELP: list[tuple[str, str, str]] = [
     (r"auroc_trtr$", "-", "AUROC on holdout of a classifier trained on real data"),
     (r"auroc_tstr$", "= TRTR", "AUROC on holdout of a classifier trained on synthetic data"),
     (r"auroc_ratio$", "1", "TSTR / TRTR AUROC"),
+    (r"perplexity$", "low", "exp(mean NLL) of real code tokens under the model (teacher-forced)"),
+    (r"recon_jaccard$", "1", "Jaccard of the greedily completed second half of a patient's codes"),
+    (
+        r"(first_)?stop_calibration$",
+        "1",
+        "expected / observed ends of patients (teacher-forced); >1 too few visits",
+    ),
+    (r"visit_end_calibration$", "1", "expected / observed ends of visits (teacher-forced); >1 too few codes"),
+    (
+        r"carry_calibration$",
+        "1",
+        "expected / observed codes repeated from the previous visit (teacher-forced)",
+    ),
 ]
 
 

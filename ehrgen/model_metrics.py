@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,26 +51,23 @@ def _nll_sums(
 
 
 def _previous_visit_items(dec: Tensor, lo: int, hi: int) -> Tensor:
-    """``[B, L, K]`` content columns (token id - lo) of the previous visit's items at each position
-    inside a visit; ``hi - lo`` (a zero column appended by the caller) pads."""
+    """``[B, L, K]`` content columns (token id - lo) of the previous visit's items at each position;
+    ``hi - lo`` (a zero column appended by the caller) pads."""
     from ehrgen.data.vocab import VISIT_START
 
-    rows = []
-    for ids in dec.tolist():
-        visits, current, out = [], None, []
-        for t in ids:
-            if t == VISIT_START:
-                visits.append(current := [])
-            elif current is not None and lo <= t < hi:
-                current.append(t - lo)
-            out.append(visits[-2] if len(visits) >= 2 else [])
-        rows.append(out)
-    width = max((len(x) for r in rows for x in r), default=0) or 1
-    index = torch.full((dec.shape[0], dec.shape[1], width), hi - lo, dtype=torch.long)
-    for b, r in enumerate(rows):
-        for t, items in enumerate(r):
-            index[b, t, : len(items)] = torch.tensor(items, dtype=torch.long)
-    return index
+    ids = dec.numpy()
+    batch, length = ids.shape
+    visit = np.cumsum(ids == VISIT_START, axis=1)  # 1-based visit number of each position
+    is_item = (ids >= lo) & (ids < hi) & (visit > 0)
+    b, t = np.nonzero(is_item)
+    # rank of each item inside its (row, visit), to place it in a [B, n_visits + 1, K] table
+    key = b * (length + 1) + visit[b, t]
+    rank = np.arange(len(key)) - np.searchsorted(key, key)
+    width = int(rank.max()) + 1 if len(rank) else 1
+    table = np.full((batch, length + 1, width), hi - lo, dtype=np.int64)
+    table[b, visit[b, t], rank] = ids[b, t] - lo
+    previous = np.clip(visit - 1, 0, None)  # visit 1 looks up row 0, which holds no items
+    return torch.from_numpy(table[np.arange(batch)[:, None], previous])
 
 
 def _calibration_sums(
@@ -107,6 +105,54 @@ def _calibration_sums(
     }
 
 
+def _load(
+    ckpt: str, cohort: str, splits: Sequence[str], max_patients: int
+) -> tuple[torch.nn.Module, list[np.ndarray], Tensor, Tensor]:
+    """The checkpoint's module and up to ``max_patients`` real patients as it reads them."""
+    import polars as pl
+
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.data.datamodule import truncate_oldest
+    from ehrgen.module import PromptBartModule
+
+    module = PromptBartModule.load(ckpt).eval()
+    tok = module.tokenizer
+    frame = pl.concat([Cohort(cohort).read(s) for s in splits]).head(max_patients)
+    seqs = [truncate_oldest(s, module.model.max_length) for s in tok.encode_batch(frame["visits"].to_arrow())]
+    ages = torch.tensor(frame["age"].to_numpy(), dtype=torch.float32)
+    sexes = torch.tensor(frame["sex"].to_numpy().astype("int64"))
+    return module, seqs, ages, sexes
+
+
+def _calibration(
+    module: torch.nn.Module, seqs: list[np.ndarray], ages: Tensor, sexes: Tensor, batch_size: int
+) -> dict[str, float]:
+    """The ``*_calibration`` metrics (see :func:`model_metrics`), demographics-only encoder."""
+    from ehrgen.data.vocab import BOS, EOS
+
+    content = module.tokenizer.content_range
+    empty = np.array([BOS, EOS], dtype=np.int64)
+    sums: dict[str, list[float]] = {}
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start : start + batch_size]
+        part = slice(start, start + batch_size)
+        logits, dec, labels = _teacher_forced(module, [empty] * len(chunk), chunk, ages[part], sexes[part])
+        for name, (p, n) in _calibration_sums(logits, dec, labels, content).items():
+            sums.setdefault(name, [0.0, 0.0])
+            sums[name][0] += p
+            sums[name][1] += n
+    return {f"{name}_calibration": p / n if n else float("nan") for name, (p, n) in sums.items()}
+
+
+@torch.no_grad()
+def calibration_metrics(
+    ckpt: str, cohort: str, splits: Sequence[str] = ("test",), max_patients: int = 2000, batch_size: int = 32
+) -> dict[str, float]:
+    """Only the ``*_calibration`` metrics of :func:`model_metrics` (one forward pass per batch)."""
+    module, seqs, ages, sexes = _load(ckpt, cohort, splits, max_patients)
+    return _calibration(module, seqs, ages, sexes, batch_size)
+
+
 @torch.no_grad()
 def model_metrics(
     ckpt: str, cohort: str, splits: Sequence[str] = ("test",), max_patients: int = 2000, batch_size: int = 32
@@ -131,26 +177,14 @@ def model_metrics(
     visit's codes written again over the observed number (> 1 carries too much).
     """
     import numpy as np
-    import polars as pl
 
-    from ehrgen.data.cohort import Cohort
-    from ehrgen.data.datamodule import truncate_oldest
     from ehrgen.data.vocab import BOS, EOS, MASK, VISIT_START
-    from ehrgen.module import PromptBartModule
 
-    module = PromptBartModule.load(ckpt).eval()
-    tok = module.tokenizer
-    lo, hi = tok.content_range
-    frame = pl.concat([Cohort(cohort).read(s) for s in splits]).head(max_patients)
-    max_len = module.model.max_length
-    seqs = [truncate_oldest(s, max_len) for s in tok.encode_batch(frame["visits"].to_arrow())]
-    ages = torch.tensor(frame["age"].to_numpy(), dtype=torch.float32)
-    sexes = torch.tensor(frame["sex"].to_numpy().astype("int64"))
+    module, seqs, ages, sexes = _load(ckpt, cohort, splits, max_patients)
+    lo, hi = module.tokenizer.content_range
     empty = np.array([BOS, EOS], dtype=np.int64)
     totals = {"perplexity": [0.0, 0], "temporal_perplexity": [0.0, 0], "spatial_perplexity": [0.0, 0]}
     recon = ReconstructionJaccard()
-
-    stops = {name: [0.0, 0.0] for name in ("stop", "first_stop", "visit_end", "carry")}
 
     def add(name: str, jobs: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         for start in range(0, len(jobs), batch_size):
@@ -205,22 +239,8 @@ def model_metrics(
         if preds:
             recon.update(preds, targets)
 
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        logits, dec, labels = _teacher_forced(
-            module,
-            [empty] * len(chunk),
-            chunk,
-            ages[start : start + batch_size],
-            sexes[start : start + batch_size],
-        )
-        for name, (p, n) in _calibration_sums(logits, dec, labels, (lo, hi)).items():
-            stops[name][0] += p
-            stops[name][1] += n
-
     out = {name: float(np.exp(s / n)) if n else float("nan") for name, (s, n) in totals.items()}
-    for name, (p, n) in stops.items():
-        out[f"{name}_calibration"] = p / n if n else float("nan")
+    out.update(_calibration(module, seqs, ages, sexes, batch_size))
     out["recon_jaccard"] = float(recon.compute()) if recon.denominator > 0 else float("nan")
     out["n_patients"] = float(len(seqs))
     return out

@@ -226,10 +226,9 @@ def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
 
 def ends(ckpt: Path, truth: Path) -> dict[str, float]:
     """End calibration of the checkpoint on truth patients (``model_metrics``; 1 = calibrated)."""
-    from ehrgen.model_metrics import model_metrics
+    from ehrgen.model_metrics import calibration_metrics
 
-    got = model_metrics(str(ckpt), str(truth), ["train", "val", "test"], max_patients=5000)
-    return {k: v for k, v in got.items() if k.endswith("_calibration")}
+    return calibration_metrics(str(ckpt), str(truth), ["train", "val", "test"], max_patients=5000)
 
 
 def table(results: dict[str, Any]) -> str:

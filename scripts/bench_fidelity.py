@@ -225,7 +225,7 @@ def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def ends(ckpt: Path, truth: Path) -> dict[str, float]:
-    """End calibration of the checkpoint on truth patients (``model_metrics``; 1 = calibrated)."""
+    """Teacher-forced end and carry calibration on truth patients (``calibration_metrics``; 1 = calibrated)."""
     from ehrgen.model_metrics import calibration_metrics
 
     return calibration_metrics(str(ckpt), str(truth), ["train", "val", "test"], max_patients=5000)
@@ -273,7 +273,7 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"| exact copies of a training patient | {floor['copy_rate']:.4f} | " + " | ".join(cp) + " |"
     )
-    for key in ("stop_calibration", "first_stop_calibration", "visit_end_calibration"):
+    for key in ("stop_calibration", "first_stop_calibration", "visit_end_calibration", "carry_calibration"):
         cells = [f"{results[c]['ends'][key]:.3f}" if "ends" in results[c] else "-" for c in cols]
         lines.append(f"| {key} (teacher-forced, 1 = calibrated) | 1 | " + " | ".join(cells) + " |")
     times = [

@@ -176,8 +176,6 @@ def model_metrics(
     (``<\\v>`` after each code); and ``carry_calibration``, the expected number of the previous
     visit's codes written again over the observed number (> 1 carries too much).
     """
-    import numpy as np
-
     from ehrgen.data.vocab import BOS, EOS, MASK, VISIT_START
 
     module, seqs, ages, sexes = _load(ckpt, cohort, splits, max_patients)

@@ -137,22 +137,22 @@ def cooccurrence_loss(
         loss      = mean_{t : |S_t| > 0, position_mask_t}  (1 / |S_t|) sum_{c in S_t} rare_t(c)
 
     A share, not a mass: the mass ``m_t - (P_t F^T)[c]`` can also be lowered by moving probability
-    from every code to ``<\v>``, so the regulariser used to end visits early (codes per visit
-    fell by about its weight times the rare share). As a share it is a function of the code
-    distribution alone and its gradient on every logit outside the code block is exactly 0.
+    from every code to ``<\v>``, which rewards ending a visit early. As a share it is a function of
+    the code distribution alone and its gradient on every logit outside the code block is exactly
+    0 (at 20,000 patients the change left codes per visit within noise: docs/benchmarks.md).
 
     How, without ``nnz(F) x positions`` work: ``sum_c (P_t F^T)[c] = P_t . N_t`` with
     ``N_t[j] = #{c in S_t : F[c, j]}``, the frequent-partner counts of the context. ``N`` depends
     only on the ids (:func:`_partner_counts`: each code token is expanded once by its CSR row of
     ``F``, and a cumulative sum over positions, reset per visit, accumulates the rows), so the
     loss is ``sum_t (1 - P_t . N_t / (|S_t| m_t)) / K``, K the positions used, with an analytic
-    gradient (:class:`_LmRareMass`). Cost: ``sum over code tokens of deg_F(code)`` scattered
+    gradient (:class:`_LmRareShare`). Cost: ``sum over code tokens of deg_F(code)`` scattered
     elements plus a few passes over ``B*L x V`` arrays, the size of the logits.
     Used unchanged at category level for the hierarchical model (a category co-occurrence
     matrix, ``token_offset`` = category offset). Returns 0 (with a graph) when no position has
     context.
     """
-    return _lm_and_rare_mass(
+    return _lm_and_rare_share(
         logits,
         None,
         decoder_input_ids,
@@ -182,7 +182,7 @@ def lm_and_cooccurrence_loss(
     The same values (the LM term bit for bit), but the two terms share the ``[B*L, V]``
     log-softmax and write one gradient for the logits instead of two that autograd then adds.
     """
-    lm, cooc = _lm_and_rare_mass(
+    lm, cooc = _lm_and_rare_share(
         logits,
         labels,
         decoder_input_ids,
@@ -197,7 +197,7 @@ def lm_and_cooccurrence_loss(
     return lm, cooc
 
 
-def _lm_and_rare_mass(
+def _lm_and_rare_share(
     logits: Tensor,
     labels: Tensor | None,
     ids: Tensor,
@@ -208,7 +208,7 @@ def _lm_and_rare_mass(
     visit_end_id: int,
     chunk_elements: int,
 ) -> tuple[Tensor | None, Tensor]:
-    """Both terms (the LM one only with ``labels``) through :class:`_LmRareMass`."""
+    """Both terms (the LM one only with ``labels``) through :class:`_LmRareShare`."""
     n_codes = frequent.shape[0]
     context = _visit_context(ids, token_offset, n_codes, position_mask, visit_start_id, visit_end_id)
     if context.n_used == 0:
@@ -220,11 +220,11 @@ def _lm_and_rare_mass(
         base = used.to(flat.dtype) / context.n_used  # 1/K on used positions
         scale = base / context.size.clamp(min=1).to(flat.dtype)  # 1/(K |S_t|)
         flat_labels = None if labels is None else labels.flatten()
-        lm, cooc = _LmRareMass.apply(flat, flat_labels, counts, base, scale, token_offset)
+        lm, cooc = _LmRareShare.apply(flat, flat_labels, counts, base, scale, token_offset)
     return (None if labels is None else lm), cooc
 
 
-class _LmRareMass(torch.autograd.Function):
+class _LmRareShare(torch.autograd.Function):
     """LM cross-entropy and ``sum_t base_t - scale_t P_t . N_t / m_t``, with a hand-written gradient.
 
     ``P = softmax(x)``, ``m_t`` its code mass, ``N`` the partner counts (code columns). Written out

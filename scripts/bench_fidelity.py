@@ -224,7 +224,7 @@ def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def ends(ckpt: Path, truth: Path) -> dict[str, float]:
+def calibration(ckpt: Path, truth: Path) -> dict[str, float]:
     """Teacher-forced end and carry calibration on truth patients (``calibration_metrics``; 1 = calibrated)."""
     from ehrgen.model_metrics import calibration_metrics
 
@@ -274,7 +274,9 @@ def table(results: dict[str, Any]) -> str:
         f"| exact copies of a training patient | {floor['copy_rate']:.4f} | " + " | ".join(cp) + " |"
     )
     for key in ("stop_calibration", "first_stop_calibration", "visit_end_calibration", "carry_calibration"):
-        cells = [f"{results[c]['ends'][key]:.3f}" if "ends" in results[c] else "-" for c in cols]
+        cells = [
+            f"{results[c]['calibration'][key]:.3f}" if "calibration" in results[c] else "-" for c in cols
+        ]
         lines.append(f"| {key} (teacher-forced, 1 = calibrated) | 1 | " + " | ".join(cells) + " |")
     times = [
         f"{results[c]['train_minutes']:.0f} min / {results[c]['generate_seconds']:.0f} s" if "train_minutes" in results[c] else "-"
@@ -354,7 +356,7 @@ def main() -> None:
         synthetic, gen_s = generate(out, name, ckpt, n)
         results[name] = {
             **score(name, synthetic),
-            "ends": ends(ckpt, truth_a),
+            "calibration": calibration(ckpt, truth_a),
             "train_minutes": train_s / 60,
             "generate_seconds": gen_s,
             "command": vars(args),

@@ -37,6 +37,7 @@ from ehrgen.privacy.small_cells import suppress
 MASK_ID = 6
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "age", "sex")
 CHECKPOINT_KEY = "ehrgen"
+OFFSETS_KEY = "model.logit_offsets"
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,9 @@ class PromptBartModule(LightningModule):
             self._compiled = True
 
     def on_fit_start(self) -> None:
+        # Logit offsets belong to the weights they were fit for (ehrgen.calibration, after a
+        # run); a resumed run validates the uncalibrated model and is calibrated again at its end.
+        self.model.logit_offsets.zero_()
         if self.loss_fn.w_cooc and not self.loss_fn.n_codes:
             log.warning(
                 "model.loss.w_cooc=%s but no co-occurrence matrix was given: the regulariser is off",
@@ -331,6 +335,11 @@ class PromptBartModule(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before logit offsets existed are uncalibrated: zero offsets.
+        for key in ("state_dict", "current_model_state"):  # the latter: raw weights beside an EMA
+            state = checkpoint.get(key)
+            if state is not None and OFFSETS_KEY not in state:
+                state[OFFSETS_KEY] = torch.zeros_like(self.model.logit_offsets)
         payload = checkpoint.get(CHECKPOINT_KEY) or {}
         if payload.get("cooc") is not None and self._cooc is None:
             self.set_cooccurrence(cooc_from_tensors(payload["cooc"]))

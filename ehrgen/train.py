@@ -83,6 +83,32 @@ def _resume_path(cfg: DictConfig, run_dir: Path, tokenizer: dict[str, Any]) -> s
     return str(path)
 
 
+def _calibrate(cfg: DictConfig, cohort_dir: Path, checkpoints: list[str | None]) -> dict[str, Any] | None:
+    """Fit the logit offsets of each checkpoint on ``calibration.split`` (ehrgen.calibration)."""
+    from ehrgen.calibration import calibrate_checkpoint
+    from ehrgen.data.cohort import Cohort
+
+    options = cfg.get("calibration") or {}
+    split = options.get("split")
+    paths = list(dict.fromkeys(p for p in checkpoints if p))
+    if not split or not paths:
+        return None
+    if not Cohort(cohort_dir).meta["counts"]["patients"].get(str(split)):
+        log.warning("calibration.split=%s holds no patients: checkpoints left uncalibrated", split)
+        return None
+    records = {
+        path: calibrate_checkpoint(
+            path,
+            cohort_dir,
+            [str(split)],
+            int(options.get("max_patients", 5000)),
+            int(options.get("batch_size", 32)),
+        )
+        for path in paths
+    }
+    return records[paths[0]]
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit the model described by ``cfg``; return a summary (run dir, best checkpoint, metrics)."""
     check_train_options(cfg)
@@ -159,6 +185,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         },
     }
     if trainer.is_global_zero:
+        summary["calibration"] = _calibrate(cfg, cohort.path, [best, last])
         ckpt = best or last
         n_examples = int(cfg.get("examples", 0))
         if ckpt and n_examples > 0:

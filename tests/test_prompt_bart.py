@@ -11,7 +11,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 from ehrgen.models.losses import lm_loss
-from ehrgen.models.prompt_bart import CURRENT, EARLIER, PromptBart, advance_history, carry_history
+from ehrgen.models.prompt_bart import CURRENT, EARLIER, PREVIOUS, PromptBart, advance_history, carry_history
 
 VOCAB = 7 + 20
 TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, attention_heads=4, ffn_dim=64, max_length=24)
@@ -217,11 +217,11 @@ def test_carry_history_known_answer() -> None:
     # <s> <v> 7 8 <\v> <v> 9 <\v> <v> 7 <\v> </s>
     ids = torch.tensor([[0, 4, 7, 8, 5, 4, 9, 5, 4, 7, 5, 2]])
     h = carry_history(ids, 10)[0]
-    E_, C_ = EARLIER, CURRENT
+    E_, C_, P_ = EARLIER, CURRENT, PREVIOUS
     expected = {  # position -> {item: value}
         0: {}, 1: {}, 2: {7: C_}, 3: {7: C_, 8: C_}, 4: {7: C_, 8: C_},  # visit 1: its own items
-        5: {7: E_, 8: E_}, 6: {7: E_, 8: E_, 9: C_}, 7: {7: E_, 8: E_, 9: C_},
-        8: {7: E_, 8: E_, 9: E_}, 9: {7: C_, 8: E_, 9: E_}, 10: {7: C_, 8: E_, 9: E_}, 11: {7: C_, 8: E_, 9: E_},
+        5: {7: P_, 8: P_}, 6: {7: P_, 8: P_, 9: C_}, 7: {7: P_, 8: P_, 9: C_},  # visit 1 is previous
+        8: {7: E_, 8: E_, 9: P_}, 9: {7: C_, 8: E_, 9: P_}, 10: {7: C_, 8: E_, 9: P_}, 11: {7: C_, 8: E_, 9: P_},
     }  # fmt: skip
     for t, items in expected.items():
         want = torch.zeros(10, dtype=torch.int8)

@@ -33,9 +33,18 @@ from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
-VISIT_START_ID, FIRST_CONTENT_ID = 4, 7  # <v>; ids from 7 are codes / categories (ehrgen.data.vocab)
-EARLIER, CURRENT = 1, 2  # carry-history values: item in an earlier visit / already in the open visit
+VISIT_START_ID, VISIT_END_ID, FIRST_CONTENT_ID = (
+    4,
+    5,
+    7,
+)  # <v>; ids from 7 are codes / categories (ehrgen.data.vocab)
+# Carry-history values of an item: in an older visit only / already in the open visit / in the
+# visit just closed (and maybe older ones too).
+EARLIER, CURRENT, PREVIOUS = 1, 2, 3
 REPEAT_LOGIT = -1.0e4  # finite, so a (malformed) repeated code in training data costs, never NaNs
+# Indices of PromptBart.logit_offsets (fit after training by ehrgen.calibration).
+OFFSET_PATIENT_END, OFFSET_VISIT_END, OFFSET_PREVIOUS, OFFSET_OLDER = 0, 1, 2, 3
+N_OFFSETS = 4
 N_SEX = 2  # 0=M, 1=F
 # transformers 5.x renamed the decoder's KV-cache argument and output field past_key_values -> cache
 # (the old name warns, and goes in 5.40); use whichever this installation has.
@@ -150,6 +159,14 @@ class PromptBart(nn.Module):
             self.carry_gate = nn.Linear(d, 1)
             nn.init.zeros_(self.carry_gate.weight)
             nn.init.zeros_(self.carry_gate.bias)
+        # Logit offsets for the decisions that shape a patient across visits: end the patient
+        # (``</s>``), end the visit (``<\\v>``), write an item of the previous visit, or of an older
+        # one only. A model trained for the default CPU budget ends patients 3 % too often and
+        # carries 6 % too few of the previous visit's codes on its own training patients
+        # (docs/benchmarks.md, fidelity): these scalars are fit on held-out patients after training
+        # (:mod:`ehrgen.calibration`). Zero while training and applied only in eval mode, so they
+        # never shape the weights.
+        self.register_buffer("logit_offsets", torch.zeros(N_OFFSETS))
 
     # ------------------------------------------------------------------ pieces
 
@@ -170,10 +187,16 @@ class PromptBart(nn.Module):
 
     def _logits(self, hidden: Tensor, history: Tensor | None = None) -> Tensor:
         """Output logits; ``history [B, L, V]`` (or ``[B, V]`` for every position) holds each item's
-        place in the patient so far (:data:`EARLIER`, :data:`CURRENT`, 0), for the carry pathway."""
+        place in the patient so far (:data:`PREVIOUS`, :data:`EARLIER`, :data:`CURRENT`, 0), for the
+        carry pathway."""
         # One fused matmul-plus-bias: a separate bias add is another full pass over [B, L, V].
         weight = self.bart.get_output_embeddings().weight
         logits = nn.functional.linear(hidden, weight, self.bart.final_logits_bias[0].to(hidden.dtype))
+        calibrated = not self.training and bool(self.logit_offsets.any())
+        if calibrated:
+            offsets = self.logit_offsets.to(logits.dtype)
+            logits[..., EOS_ID] += offsets[OFFSET_PATIENT_END]
+            logits[..., VISIT_END_ID] += offsets[OFFSET_VISIT_END]
         if not self.carry:
             return logits
         if history is None:
@@ -184,7 +207,10 @@ class PromptBart(nn.Module):
             history = nn.functional.pad(history, (0, logits.shape[-1] - history.shape[-1]))
         history = history[..., : logits.shape[-1]]
         bonus = self.carry_bias.to(hidden.dtype) + self.carry_gate(hidden)  # [B, L, V]
-        logits = torch.where(history == EARLIER, logits + bonus, logits)
+        if calibrated:
+            recency = torch.where(history == PREVIOUS, offsets[OFFSET_PREVIOUS], offsets[OFFSET_OLDER])
+            bonus = bonus + recency
+        logits = torch.where((history == EARLIER) | (history == PREVIOUS), logits + bonus, logits)
         # An item already in the open visit cannot come again (the sampler's grammar); training
         # under the same rule keeps the model from learning to spend mass on it.
         return logits.masked_fill(history == CURRENT, REPEAT_LOGIT)
@@ -301,8 +327,8 @@ class PromptBart(nn.Module):
 
 def carry_history(ids: Tensor, vocab_size: int) -> Tensor:
     """``[B, L, V]`` int8: per position ``t`` and item ``v``, :data:`CURRENT` when ``v`` is already
-    in the visit ``t`` is in (at or before ``t``), else :data:`EARLIER` when it occurs in an earlier
-    visit, else 0.
+    in the visit ``t`` is in (at or before ``t``), else :data:`PREVIOUS` when it occurs in the visit
+    before that one, else :data:`EARLIER` when it occurs in an older visit, else 0.
 
     A position's visit is the last ``<v>`` at or before it (items before the first ``<v>``, which a
     well-formed sequence does not have, form a visit 0). Only content ids (codes, categories)
@@ -322,8 +348,10 @@ def carry_history(ids: Tensor, vocab_size: int) -> Tensor:
     present = first < length
     earlier = present.cumsum(1, dtype=torch.int16).gt(0)  # union of visits 1..k
     earlier = torch.cat([earlier.new_zeros(b, 1, vocab_size), earlier[:, :-1]], 1)  # ... 1..k-1
+    previous = torch.cat([present.new_zeros(b, 1, vocab_size), present[:, :-1]], 1)  # visit k-1
     # Each position reads its own visit's row: one [B, L, V] gather per table.
     history = earlier[rows, visit].to(torch.int8)
+    history.masked_fill_(previous[rows, visit], PREVIOUS)
     current = first[rows, visit] <= positions[..., None]
     return history.masked_fill_(current, CURRENT)
 
@@ -332,8 +360,9 @@ def advance_history(history: Tensor, seen: Tensor, tokens: Tensor) -> None:
     """Incremental :func:`carry_history`: update ``history [B, V]`` (int8) and ``seen [B, V]``
     (bool, every item so far) in place after one token per row."""
     opens = (tokens == VISIT_START_ID).nonzero().squeeze(1)
-    if opens.numel():
-        history[opens] = seen[opens].to(history.dtype)  # EARLIER == 1
+    if opens.numel():  # the open visit's items become the previous visit's; the rest seen, older
+        closing = history[opens]
+        history[opens] = torch.where(closing == CURRENT, PREVIOUS, seen[opens].to(history.dtype) * EARLIER)
     items = (tokens >= FIRST_CONTENT_ID) & (tokens < seen.shape[1])
     rows = items.nonzero().squeeze(1)
     if rows.numel():

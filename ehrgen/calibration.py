@@ -1,0 +1,192 @@
+"""Post-hoc calibration of a trained checkpoint: three logit offsets fit on held-out patients.
+
+A model trained for the default budget decides *within* a visit nearly as the data do but is
+biased at the decisions that shape a patient *across* visits: teacher-forced on its own training
+patients, it ends patients 3 % more often than they end and writes 5 % fewer of the previous
+visit's codes (``model_metrics.calibration_metrics``; docs/benchmarks.md, fidelity). The bias is
+in the learnt conditionals, so the sampler cannot remove it; four scalars can:
+
+- ``patient_end``: added to the ``</s>`` logit (decided after each ``<\\v>``, against ``<v>``);
+- ``visit_end``: added to the ``<\\v>`` logit (decided after each item, against the items);
+- ``previous``: added to the logit of every item of the previous visit (carry-over pathway);
+- ``older``: added to the logit of every item of an older visit only.
+
+The last two are apart because the model's bias differs in sign: it writes too few of the previous
+visit's items and too many of older visits' ones.
+
+They are the maximum-likelihood offsets on real patients of a split the weights were not fit to
+(``val`` by default), with the demographics-only encoder that generation uses and the sampler's
+grammar (each decision renormalised over the tokens allowed there). The problem is convex in the
+offsets; four parameters cannot memorise patients. ``python -m ehrgen.train`` calibrates its best
+and last checkpoints when training ends (``calibration.split``); :func:`calibrate_checkpoint`
+does it for an existing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START
+from ehrgen.errors import InputError
+from ehrgen.model_metrics import _calibration, _load, _teacher_forced
+from ehrgen.models.prompt_bart import CURRENT, EARLIER, N_OFFSETS, PREVIOUS, carry_history
+
+OFFSET_NAMES = ("patient_end", "visit_end", "previous", "older")  # order of PromptBart.logit_offsets
+GROUP_END, GROUP_PREVIOUS, GROUP_OLDER, GROUP_OTHER = 0, 1, 2, 3  # what a within-visit label is
+NEG = -1.0e30  # log of an empty group
+
+log = logging.getLogger(__name__)
+
+
+def decision_statistics(
+    logits: Tensor, dec: Tensor, labels: Tensor, content: tuple[int, int]
+) -> dict[str, Tensor]:
+    """Per-decision sufficient statistics of the offset likelihood (raw, uncalibrated ``logits``).
+
+    ``boundary``: ``[n, 2]`` of (``</s>`` logit - ``<v>`` logit, 1 if the patient ended).
+    ``item``: ``[n, 6]`` of (``<\\v>`` logit or :data:`NEG` where the grammar forbids it, log-sum-exp
+    over the allowed items of the previous visit, of older visits only, over the other allowed
+    items, the label's logit, the label's ``GROUP_*``). Items already in the open visit are not
+    allowed (the grammar); ``<unk>`` labels are not scored (the sampler never writes it).
+    """
+    lo, hi = content
+    logits = logits.double()
+    boundary = (dec == VISIT_END) & ((labels == VISIT_START) | (labels == EOS))
+    gap = logits[..., EOS] - logits[..., VISIT_START]
+    stats = {"boundary": torch.stack([gap[boundary], (labels[boundary] == EOS).double()], 1)}
+
+    is_item = (labels >= lo) & (labels < hi)
+    writing = ((dec == VISIT_START) | ((dec >= lo) & (dec < hi))) & ((labels == VISIT_END) | is_item)
+    history = carry_history(dec, hi)[..., lo:hi]  # the model's own PREVIOUS / EARLIER / CURRENT marks
+    items = logits[..., lo:hi]
+    previous = torch.where(history == PREVIOUS, items, NEG).logsumexp(-1)
+    older = torch.where(history == EARLIER, items, NEG).logsumexp(-1)
+    other = torch.where(history == 0, items, NEG).logsumexp(-1)
+    end = torch.where(dec == VISIT_START, NEG, logits[..., VISIT_END])  # a visit holds >= 1 item
+    column = (labels - lo).clamp(0, hi - lo - 1)
+    label_mark = history.gather(-1, column[..., None]).squeeze(-1)
+    item_group = torch.full_like(label_mark, GROUP_OTHER, dtype=torch.long)
+    item_group[label_mark == PREVIOUS] = GROUP_PREVIOUS
+    item_group[label_mark == EARLIER] = GROUP_OLDER
+    group = torch.where(is_item, item_group, GROUP_END)
+    label_logit = torch.where(is_item, items.gather(-1, column[..., None]).squeeze(-1), end)
+    valid = writing & ~(is_item & (label_mark == CURRENT))  # a malformed repeat cannot be scored
+    stats["item"] = torch.stack(
+        [x[valid] for x in (end, previous, older, other, label_logit, group.double())], 1
+    )
+    return stats
+
+
+def offset_nll(offsets: Tensor, boundary: Tensor, item: Tensor) -> Tensor:
+    """Summed negative log-likelihood of all decisions under ``offsets [4]`` (module docstring)."""
+    gap, ended = boundary[:, 0] + offsets[0], boundary[:, 1]
+    nll_boundary = torch.nn.functional.softplus(gap) - ended * gap  # -log p(</s> or <v>)
+    by_group = torch.cat([offsets[1:], offsets.new_zeros(1)])  # GROUP_END, _PREVIOUS, _OLDER, _OTHER
+    nll_item = (item[:, :4] + by_group).logsumexp(1) - (item[:, 4] + by_group[item[:, 5].long()])
+    return nll_boundary.sum() + nll_item.sum()
+
+
+def offset_objective(offsets: Tensor, boundary: Tensor, item: Tensor) -> Tensor:
+    """:func:`offset_nll` plus a standard-normal prior on each offset (in logits).
+
+    With thousands of decisions the prior moves nothing; on a tiny split, where every patient
+    may end after one visit, it keeps the estimate finite. At the optimum, for each offset ``b``:
+    ``expected - observed = -b`` (so ``*_calibration = 1 - b / observed``).
+    """
+    return offset_nll(offsets, boundary, item) + 0.5 * offsets.square().sum()
+
+
+def fit_offsets(boundary: Tensor, item: Tensor, carried: bool = True) -> Tensor:
+    """Maximum a-posteriori offsets (:func:`offset_objective`; strictly convex: Newton's method
+    converges in a few steps).
+
+    ``carried=False`` (a model without the carry-over pathway) keeps the item offsets at 0.
+    """
+    free = torch.tensor([1.0, 1.0, float(carried), float(carried)], dtype=torch.float64)
+    offsets = torch.zeros(N_OFFSETS, dtype=torch.float64)
+
+    def objective(x: Tensor) -> Tensor:
+        return offset_objective(x, boundary, item)
+
+    for _ in range(50):
+        grad = torch.autograd.functional.jacobian(objective, offsets)
+        hess = torch.autograd.functional.hessian(objective, offsets)
+        grad, hess = grad * free, hess * free[:, None] * free[None, :] + torch.diag(1.0 - free)
+        step = torch.linalg.solve(hess, grad)  # the prior makes the Hessian positive definite
+        # Backtracking keeps every step a descent step (the objective is convex, not quadratic).
+        scale, before = 1.0, float(objective(offsets))
+        while scale > 1e-4 and float(objective(offsets - scale * step)) > before:
+            scale /= 2
+        offsets = offsets - scale * step
+        if float(step.abs().max()) * scale < 1e-7:
+            break
+    return offsets.float()
+
+
+@torch.no_grad()
+def collect_statistics(
+    module: torch.nn.Module, seqs: Sequence[np.ndarray], ages: Tensor, sexes: Tensor, batch_size: int = 32
+) -> tuple[Tensor, Tensor]:
+    """:func:`decision_statistics` over ``seqs``, teacher-forced with the uncalibrated model."""
+    module.model.logit_offsets.zero_()
+    content = module.tokenizer.content_range
+    empty = np.array([BOS, EOS], dtype=np.int64)
+    boundary, item = [], []
+    for start in range(0, len(seqs), batch_size):
+        chunk = list(seqs[start : start + batch_size])
+        part = slice(start, start + batch_size)
+        logits, dec, labels = _teacher_forced(module, [empty] * len(chunk), chunk, ages[part], sexes[part])
+        stats = decision_statistics(logits, dec, labels, content)
+        boundary.append(stats["boundary"])
+        item.append(stats["item"])
+    return torch.cat(boundary), torch.cat(item)
+
+
+def calibrate_checkpoint(
+    ckpt: str | os.PathLike,
+    cohort: str | os.PathLike,
+    splits: Sequence[str] = ("val",),
+    max_patients: int = 5000,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Fit the logit offsets of ``ckpt`` on ``splits`` of ``cohort`` and write them into it.
+
+    The checkpoint is rewritten through a temp file and a rename. Returns what was done: the
+    offsets, the patients used, and the ``*_calibration`` metrics on them before and after (also
+    stored in the checkpoint under ``ehrgen.calibration``, aggregates only).
+    """
+    path = Path(ckpt)
+    module, seqs, ages, sexes = _load(str(path), str(cohort), splits, max_patients)
+    if not seqs:
+        raise InputError(
+            f"calibration: split(s) {list(splits)} of {cohort} hold no patients; set calibration.split"
+        )
+    boundary, item = collect_statistics(module, seqs, ages, sexes, batch_size)
+    with torch.no_grad():
+        before = _calibration(module, seqs, ages, sexes, batch_size)
+        offsets = fit_offsets(boundary, item, carried=bool(module.model.carry))
+        module.model.logit_offsets.copy_(offsets)
+        after = _calibration(module, seqs, ages, sexes, batch_size)
+    record = {
+        "offsets": dict(zip(OFFSET_NAMES, offsets.tolist(), strict=True)),
+        "splits": list(splits),
+        "n_patients": len(seqs),
+        "before": before,
+        "after": after,
+    }
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["state_dict"]["model.logit_offsets"] = offsets.clone()
+    checkpoint.setdefault("ehrgen", {})["calibration"] = record
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    log.info("calibrated %s on %d patients: %s", path.name, len(seqs), record["offsets"])
+    return record

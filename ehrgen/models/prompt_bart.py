@@ -33,7 +33,7 @@ from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
-# <v>, <\\v>; ids from 7 are codes / categories (ehrgen.data.vocab)
+# <v>, <\v>; ids from 7 are codes / categories (ehrgen.data.vocab)
 VISIT_START_ID, VISIT_END_ID, FIRST_CONTENT_ID = 4, 5, 7
 # Carry-history values of an item: in an older visit only / already in the open visit / in the
 # visit just closed (and maybe older ones too).

@@ -17,7 +17,16 @@ visit's items and too many of older visits' ones.
 They are the maximum-likelihood offsets on real patients of a split the weights were not fit to
 (``val`` by default), with the demographics-only encoder that generation uses and the sampler's
 grammar (each decision renormalised over the tokens allowed there). The problem is convex in the
-offsets; four parameters cannot memorise patients. ``python -m ehrgen.train`` calibrates its best
+offsets; four parameters cannot memorise patients.
+
+Teacher-forced calibration is not the whole story for carry-over: fed real histories the fitted
+model writes the previous visit's codes as often as real patients do, but fed its own visits it
+writes about 6 % fewer of them (the exposure gap of an autoregressive model; docs/benchmarks.md).
+:func:`match_carry` then moves the ``previous`` offset until patients *generated* from the
+training demographics carry the same share of a visit's items into the next visit as the real
+patients of the training and calibration splits (a one-dimensional root search over generations
+with common random numbers, so the share is a smooth function of the offset). One scalar matched
+to one aggregate of the training data; every other metric stays an independent check. ``python -m ehrgen.train`` calibrates its best
 and last checkpoints when training ends (``calibration.split``); :func:`calibrate_checkpoint`
 does it for an existing one.
 """
@@ -25,6 +34,7 @@ does it for an existing one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,11 +47,19 @@ from torch import Tensor
 from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START
 from ehrgen.errors import InputError
 from ehrgen.model_metrics import _calibration, _load, _teacher_forced
-from ehrgen.models.prompt_bart import CURRENT, EARLIER, N_OFFSETS, PREVIOUS, carry_history
+from ehrgen.models.prompt_bart import (
+    CURRENT,
+    EARLIER,
+    N_OFFSETS,
+    OFFSET_PREVIOUS,
+    PREVIOUS,
+    carry_history,
+)
 
 OFFSET_NAMES = ("patient_end", "visit_end", "previous", "older")  # order of PromptBart.logit_offsets
 GROUP_END, GROUP_PREVIOUS, GROUP_OLDER, GROUP_OTHER = 0, 1, 2, 3  # what a within-visit label is
 NEG = -1.0e30  # log of an empty group
+MIN_PAIRS = 200  # consecutive real visit pairs below which the carry share is too noisy to match
 
 log = logging.getLogger(__name__)
 
@@ -150,19 +168,100 @@ def collect_statistics(
     return torch.cat(boundary), torch.cat(item)
 
 
+def carry_share(seqs: Sequence[np.ndarray], lo: int, hi: int) -> tuple[float, int]:
+    """``(Σ |v ∩ v+1| / Σ |v|, number of consecutive visit pairs)`` over the token sequences: the
+    share of a visit's items ``[lo, hi)`` that the patient's next visit holds again (the
+    ``carry_over`` of docs/metrics.md, on tokens)."""
+    shared = total = pairs = 0
+    for seq in seqs:
+        seq = np.asarray(seq)
+        visits = np.split(seq, np.flatnonzero(seq == VISIT_START))[1:]
+        items = [set(v[(v >= lo) & (v < hi)].tolist()) for v in visits]
+        for before, after in zip(items, items[1:], strict=False):
+            shared += len(before & after)
+            total += len(before)
+            pairs += 1
+    return (shared / total if total else float("nan")), pairs
+
+
+def _generated_carry_share(
+    module: torch.nn.Module, age: np.ndarray, sex: np.ndarray, seed: int, batch_size: int
+) -> float:
+    from ehrgen.sampling.constraints import VisitConstraints
+    from ehrgen.sampling.sampler import Sampler
+
+    tok = module.tokenizer
+    lo, hi = tok.content_range
+    items = tok.categories if tok.level == "category" else tok.codes
+    sampler = Sampler(
+        module.model, VisitConstraints(items, lo, max_length=module.model.max_length), seed=seed
+    )
+    seqs: list[np.ndarray] = []
+    for start in range(0, len(age), batch_size):
+        index = np.arange(start, min(start + batch_size, len(age)))
+        seqs.extend(sampler.sample(age[index], sex[index], index))
+    return carry_share(seqs, lo, hi)[0]
+
+
+@torch.no_grad()
+def match_carry(
+    module: torch.nn.Module,
+    target: float,
+    age: np.ndarray,
+    sex: np.ndarray,
+    seed: int = 0,
+    batch_size: int = 256,
+    tolerance: float = 0.005,
+    max_rounds: int = 6,
+) -> dict[str, Any]:
+    """Move the ``previous`` offset of ``module`` (in place) until patients generated for
+    ``(age, sex)`` carry ``target`` of a visit's items into the next (relative ``tolerance``).
+
+    Secant steps on the offset, each capped at 0.5 logits; the same patient keys every round.
+    Returns the rounds as ``[(offset, share), ...]`` and the offset kept (the closest round).
+    """
+    offsets = module.model.logit_offsets
+    rounds: list[tuple[float, float]] = []
+    slope = 0.15  # d share / d offset near the fit, measured on the simulator (docs/benchmarks.md)
+    for _ in range(max_rounds):
+        b = float(offsets[OFFSET_PREVIOUS])
+        share = _generated_carry_share(module, age, sex, seed, batch_size)
+        rounds.append((b, share))
+        if not math.isfinite(share) or abs(share - target) <= tolerance * target:
+            break
+        if len(rounds) >= 2:
+            (b0, s0), (b1, s1) = rounds[-2], rounds[-1]
+            if b1 != b0 and (s1 - s0) / (b1 - b0) > 0.01:  # keep the slope's sign and size sane
+                slope = (s1 - s0) / (b1 - b0)
+        offsets[OFFSET_PREVIOUS] = b + max(-0.5, min(0.5, (target - share) / slope))
+    best = min(rounds, key=lambda r: abs(r[1] - target) if math.isfinite(r[1]) else math.inf)
+    offsets[OFFSET_PREVIOUS] = best[0]
+    return {"target": target, "rounds": [list(r) for r in rounds], "previous": best[0]}
+
+
 def calibrate_checkpoint(
     ckpt: str | os.PathLike,
     cohort: str | os.PathLike,
     splits: Sequence[str] = ("val",),
     max_patients: int = 5000,
     batch_size: int = 32,
+    match_patients: int = 4000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Fit the logit offsets of ``ckpt`` on ``splits`` of ``cohort`` and write them into it.
 
-    The checkpoint is rewritten through a temp file and a rename. Returns what was done: the
-    offsets, the patients used, and the ``*_calibration`` metrics on them before and after (also
-    stored in the checkpoint under ``ehrgen.calibration``, aggregates only).
+    ``match_patients > 0`` (and a model with the carry-over pathway): then :func:`match_carry`
+    with that many generated patients, the target being the carry share of the ``train`` split
+    and ``splits``. The checkpoint is rewritten through a temp file and a rename. Returns what was
+    done (also stored in the checkpoint under ``ehrgen.calibration``, aggregates only): the
+    offsets, the patients used, the ``*_calibration`` metrics on them before and after the
+    teacher-forced fit, and the matching rounds.
     """
+    import polars as pl
+
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.sampling.demographics import DemographicsModel
+
     path = Path(ckpt)
     module, seqs, ages, sexes = _load(str(path), str(cohort), splits, max_patients)
     if not seqs:
@@ -172,18 +271,30 @@ def calibrate_checkpoint(
     boundary, item = collect_statistics(module, seqs, ages, sexes, batch_size)
     with torch.no_grad():
         before = _calibration(module, seqs, ages, sexes, batch_size)
-        offsets = fit_offsets(boundary, item, carried=bool(module.model.carry))
-        module.model.logit_offsets.copy_(offsets)
+        module.model.logit_offsets.copy_(fit_offsets(boundary, item, carried=bool(module.model.carry)))
         after = _calibration(module, seqs, ages, sexes, batch_size)
-    record = {
-        "offsets": dict(zip(OFFSET_NAMES, offsets.tolist(), strict=True)),
+    record: dict[str, Any] = {
         "splits": list(splits),
         "n_patients": len(seqs),
         "before": before,
         "after": after,
     }
+    if match_patients > 0 and module.model.carry:
+        real = Cohort(cohort)
+        frame = pl.concat([real.read(s).select("visits") for s in dict.fromkeys(["train", *splits])])
+        lo, hi = module.tokenizer.content_range
+        target, pairs = carry_share(module.tokenizer.encode_batch(frame["visits"].to_arrow()), lo, hi)
+        if pairs >= MIN_PAIRS:
+            age, sex = DemographicsModel.from_cohort(real).sample(match_patients, np.random.default_rng(seed))
+            record["carry_match"] = match_carry(module, target, age, sex, seed)
+        else:
+            log.info(
+                "calibration: %d consecutive visit pairs (< %d): carry share not matched", pairs, MIN_PAIRS
+            )
+    offsets = module.model.logit_offsets.detach().cpu().clone()
+    record["offsets"] = dict(zip(OFFSET_NAMES, offsets.tolist(), strict=True))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint["state_dict"]["model.logit_offsets"] = offsets.clone()
+    checkpoint["state_dict"]["model.logit_offsets"] = offsets
     checkpoint.setdefault("ehrgen", {})["calibration"] = record
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(checkpoint, tmp)

@@ -103,6 +103,8 @@ def _calibrate(cfg: DictConfig, cohort_dir: Path, checkpoints: list[str | None])
             [str(split)],
             int(options.get("max_patients", 5000)),
             int(options.get("batch_size", 32)),
+            int(options.get("match_patients", 4000)),
+            int(cfg.get("seed") or 0),
         )
         for path in paths
     }

@@ -17,8 +17,10 @@ from ehrgen.calibration import (
     NEG,
     OFFSET_NAMES,
     calibrate_checkpoint,
+    carry_share,
     decision_statistics,
     fit_offsets,
+    match_carry,
     offset_objective,
 )
 from ehrgen.model_metrics import calibration_metrics
@@ -180,3 +182,49 @@ def test_checkpoints_from_before_offsets_load_uncalibrated(trained: dict, tmp_pa
     torch.save(ckpt, old)
     module = PromptBartModule.load(old)
     assert module.model.logit_offsets.tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_carry_share_known_answer() -> None:
+    # items 7..11: visits {7, 8, 9} -> {7, 9, 10} -> {10}: (2 + 1) / (3 + 3); one-visit patient: none
+    a = torch.tensor([0, 4, 7, 8, 9, 5, 4, 7, 9, 10, 5, 4, 10, 5, 2]).numpy()
+    b = torch.tensor([0, 4, 7, 5, 2, 1, 1]).numpy()
+    assert carry_share([a, b], 7, 12) == (pytest.approx(0.5), 2)
+    share, pairs = carry_share([b], 7, 12)
+    assert math.isnan(share) and pairs == 0
+
+
+def test_match_carry_finds_the_offset_of_a_known_share() -> None:
+    import numpy as np
+    from test_prompt_bart import TINY as NET
+    from test_prompt_bart import VOCAB
+
+    from ehrgen.data.vocab import CodeVocab
+    from ehrgen.models.prompt_bart import OFFSET_PREVIOUS, PromptBart
+
+    torch.manual_seed(0)
+    model = PromptBart(VOCAB, prompt_length=2, carry=True, **{**NET, "max_length": 64}).eval()
+    tokenizer = CodeVocab([f"{c:03d}" for c in range(1, VOCAB - 6)])  # V-codes-free dummy ICD-9 codes
+
+    class Holder(torch.nn.Module):  # what match_carry reads: .model and .tokenizer
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.tokenizer = model, tokenizer
+
+    module = Holder()
+    rng = np.random.default_rng(0)
+    age, sex = rng.uniform(20, 80, 300).astype("float32"), rng.integers(0, 2, 300)
+    with torch.no_grad():
+        model.logit_offsets[OFFSET_PREVIOUS] = 0.8
+    from ehrgen.calibration import _generated_carry_share
+
+    target = _generated_carry_share(module, age, sex, seed=3, batch_size=64)  # the share at 0.8
+    with torch.no_grad():
+        model.logit_offsets[OFFSET_PREVIOUS] = 0.0
+    start = _generated_carry_share(module, age, sex, seed=3, batch_size=64)
+    assert start < target  # more weight on the previous visit's items carries more of them
+    result = match_carry(module, target, age, sex, seed=3, batch_size=64, tolerance=0.01, max_rounds=8)
+    kept = dict((b, share) for b, share in result["rounds"])[result["previous"]]
+    assert abs(kept - target) <= 0.01 * target
+    assert len(result["rounds"]) > 1  # it had to move
+    assert float(model.logit_offsets[OFFSET_PREVIOUS]) == result["previous"]
+    assert result["rounds"][0] == [0.0, pytest.approx(start)]

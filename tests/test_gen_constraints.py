@@ -23,7 +23,7 @@ from ehrgen.data.vocab import (
 from ehrgen.errors import InputError
 from ehrgen.models.prompt_bart import PromptBart
 from ehrgen.sampling.constraints import VisitConstraints, structure_errors
-from ehrgen.sampling.hierarchical import STATS_VERSION, CodeExpander
+from ehrgen.sampling.hierarchical import KEEP_PRIOR, STATS_VERSION, CodeExpander, expansion_stats
 from ehrgen.sampling.sampler import Sampler
 
 RULE_CODES = {
@@ -326,3 +326,62 @@ def test_a_category_carried_to_a_later_visit_keeps_its_codes() -> None:
     assert all(v[0] == [c for c in v[1] if c.startswith("250")] for v in visits)
     # while different patients draw different codes for it
     assert len({tuple(v[0]) for v in visits}) > 5
+
+
+def test_a_carried_category_is_redrawn_at_its_real_change_rate() -> None:
+    tok, stats = expansion_fixture()
+    diabetes, single = tok.category_id("250"), tok.category_id("V30")
+    # 250 kept its codes in 30 of 100 real consecutive-visit pairs; V30 (one code) always
+    stats["repeat"] = {"category": [diabetes - tok.category_offset], "carried": [100], "same": [30]}
+    expander = CodeExpander(tok, stats, prior=0.0)
+    keep = (30 + KEEP_PRIOR * 0.3) / (100 + KEEP_PRIOR)  # the overall rate is 250's own here
+    n = 6000
+    visit = [VISIT_START, single, diabetes, VISIT_END]
+    tokens = np.tile([BOS, *visit, *visit, *visit, EOS], (n, 1))
+    age, sex = np.full(n, 60.0, np.float32), np.arange(n) % 2
+    visits = expander.expand(tokens, age, sex, np.arange(n), seed=0).to_pylist()
+    sets = [[tuple(c for c in v if c.startswith("250")) for v in p] for p in visits]
+    kept = np.array([[p[1] == p[0], p[2] == p[1]] for p in sets])
+    # kept = not redrawn, or redrawn into the same codes by chance (the draw's own collision rate)
+    fresh = expander.expand(tokens[:, :6].copy(), age, sex, np.arange(n, 2 * n), seed=0).to_pylist()
+    first = [tuple(c for c in p[0] if c.startswith("250")) for p in fresh]
+    collide = np.mean([a == b for a, b in zip(first, first[1:] + first[:1], strict=True)])
+    want = keep + (1 - keep) * collide
+    np.testing.assert_allclose(kept.mean(0), [want, want], atol=0.03)
+    # keyed by (patient, category, visit): the same codes whatever the batch
+    again = expander.expand(tokens[7:9], age[7:9], sex[7:9], np.arange(7, 9), seed=0).to_pylist()
+    assert again == visits[7:9]
+    # without repeat statistics a carried category always keeps its codes (older checkpoints)
+    del stats["repeat"]
+    always = CodeExpander(tok, stats, prior=0.0).expand(tokens, age, sex, np.arange(n), seed=0).to_pylist()
+    assert all(
+        v[0] == v[1] == v[2] for v in ([[c for c in w if c.startswith("250")] for w in p] for p in always)
+    )
+
+
+def test_repeat_statistics_count_real_consecutive_visits(demo_cohort) -> None:
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.data.vocab import build_tokenizer
+
+    tok = build_tokenizer(demo_cohort, level="category")
+    stats = expansion_stats(demo_cohort, tok)
+    # independent count over the train split's patients, in plain Python
+    carried, same = {}, {}
+    for row in Cohort(demo_cohort).read("train").iter_rows(named=True):
+        per_visit = []
+        for visit in row["visits"]:
+            cats: dict[str, set[str]] = {}
+            for code in visit["codes"]:
+                if code in tok.codes:
+                    cats.setdefault(category_of(code), set()).add(code)
+            per_visit.append(cats)
+        for a, b in zip(per_visit, per_visit[1:], strict=False):
+            for c in a.keys() & b.keys():
+                carried[c] = carried.get(c, 0) + 1
+                same[c] = same.get(c, 0) + (a[c] == b[c])
+    rp = stats["repeat"]
+    got = {
+        tok.categories[k]: (n, s) for k, n, s in zip(rp["category"], rp["carried"], rp["same"], strict=True)
+    }
+    assert got == {c: (carried[c], same[c]) for c in carried}
+    assert sum(carried.values()) > 20 and 0 < sum(same.values()) < sum(carried.values())

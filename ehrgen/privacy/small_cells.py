@@ -73,7 +73,8 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
     Per-stratum code counts that fail are suppressed, but their mass is kept in a per-code total
     over all strata (``code_totals``, itself suppressed below ``min_cell``), which the expander
     uses as each code's share of its category; per-visit histograms are suppressed cell-wise
-    (a category left without one falls back to the pooled histogram).
+    (a category left without one falls back to the pooled histogram); a category's repeat counts
+    are dropped unless both its kept and its changed pairs pass (it then takes the overall rate).
     """
     cc = stats["code_counts"]
     count = np.asarray(cc["count"], dtype=np.int64)
@@ -85,10 +86,16 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
     pv = stats["per_visit"]
     pv_count = np.asarray(pv["count"], dtype=np.int64)
     pv_keep = pv_count >= min_cell
-    return {
+    safe = {
         **stats,
         "min_cell": int(min_cell),
         "code_counts": {k: np.asarray(v)[keep].tolist() for k, v in cc.items()},
         "code_totals": totals.tolist(),
         "per_visit": {k: np.asarray(v)[pv_keep].tolist() for k, v in pv.items()},
     }
+    if "repeat" in stats:  # a category is kept only when its kept and changed pair counts both pass
+        rp = stats["repeat"]
+        same, carried = np.asarray(rp["same"], np.int64), np.asarray(rp["carried"], np.int64)
+        ok = reportable(same, min_cell) & reportable(carried - same, min_cell) & (carried >= min_cell)
+        safe["repeat"] = {k: np.asarray(v)[ok].tolist() for k, v in rp.items()}
+    return safe

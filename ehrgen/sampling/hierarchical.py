@@ -13,9 +13,14 @@ category, vectorised over a whole batch:
   category over all patients; codes the validity rules forbid for the patient get ``w = 0``.
 
 Codes of one category are distinct and categories inside a visit are distinct, so visits never
-repeat a code. The draws are keyed by (patient, category), not by position: a category the
-patient carries into a later visit expands into the same codes as before, as chronic conditions
-do (a diabetic's 250.00 stays 250.00), instead of a fresh draw among the category's codes. What stage 2 needs from the training cohort is a plain dict of aggregate counts
+repeat a code. The draws are keyed by (patient, category, draw number), not by position: a
+category the patient carries into a later visit expands into the same codes as its last
+occurrence, as chronic conditions do (a diabetic's 250.00 stays 250.00), unless it is drawn afresh,
+which happens with the probability that a real patient's codes of that category change between
+two consecutive visits that both hold it (``repeat`` statistics, per category, smoothed towards
+all categories' rate; without them the codes always stay). Always keeping them over-carried codes:
+with the real category carry-over the code-level carry-over came out 12 % high
+(docs/benchmarks.md, fidelity). What stage 2 needs from the training cohort is a plain dict of aggregate counts
 (:func:`expansion_stats`), small enough to ride in the checkpoint; it holds no patient rows.
 Random draws are counter-based on (seed, patient index, item), like stage 1.
 """
@@ -40,6 +45,9 @@ STATS_VERSION = 1
 DEFAULT_AGE_EDGES: tuple[float, ...] = (1.0, 18.0, 45.0, 65.0)  # bands <1, 1-17, 18-44, 45-64, 65+
 _EXPANSION_STREAM = 2
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN_DRAW = np.uint64(0xD1B54A32D192ED03)  # separates a category's successive fresh draws
+_FRESH_SALT = 0x5EED  # the keep-or-redraw decision's stream
+KEEP_PRIOR = 10.0  # pseudo-pairs pulling a category's keep rate towards all categories' rate
 
 
 def _strata_expr(age_edges: Sequence[float]) -> pl.Expr:
@@ -53,6 +61,38 @@ def strata(age: np.ndarray, sex: np.ndarray, age_edges: Sequence[float]) -> np.n
     return np.asarray(sex, dtype=np.int64) * (len(age_edges) + 1) + band
 
 
+def _keep_probability(repeat: dict[str, list[int]] | None, n_cat: int) -> np.ndarray:
+    """``[n_cat]``: probability that a category seen before in the patient keeps its codes,
+    ``(same_c + k q) / (carried_c + k)`` with ``q`` the rate over all categories (1 without stats)."""
+    if not repeat or not repeat.get("category"):
+        return np.ones(n_cat)
+    carried = np.bincount(repeat["category"], weights=repeat["carried"], minlength=n_cat)
+    same = np.bincount(repeat["category"], weights=repeat["same"], minlength=n_cat)
+    rate = same.sum() / carried.sum() if carried.sum() > 0 else 1.0
+    return (same + KEEP_PRIOR * rate) / (carried + KEEP_PRIOR)
+
+
+def _draw_numbers(
+    row: np.ndarray, cat: np.ndarray, visit: np.ndarray, cat_keys: np.ndarray, keep: np.ndarray
+) -> np.ndarray:
+    """Per item (patient ``row``, category ``cat``, the patient's ``visit``), how many fresh draws
+    its category has had in the patient up to it: 0 at the first occurrence; each later one keeps
+    the last draw with probability ``keep[cat]``, else counts one more (keyed by patient,
+    category and visit, so independent of batch composition)."""
+    order = np.lexsort((visit, cat, row))
+    r, c = row[order], cat[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+    with np.errstate(over="ignore"):
+        decision_keys = stable_hash(cat_keys[order] ^ (visit[order].astype(np.uint64) * _GOLDEN), _FRESH_SALT)
+    fresh = ~first & (counter_uniforms(decision_keys, 1)[:, 0] >= keep[c])
+    total = np.cumsum(fresh)
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = total - total[group_start]
+    return out
+
+
 def expansion_stats(
     cohort: Cohort | str | os.PathLike,
     tokenizer: HierarchicalTokenizer,
@@ -62,7 +102,9 @@ def expansion_stats(
     """Aggregate counts stage 2 samples from, as plain lists (checkpoint-safe).
 
     ``code_counts``: occurrences of each vocabulary code per (sex, age band) stratum;
-    ``per_visit``: how many visits hold ``n`` codes of a category (only vocabulary codes count).
+    ``per_visit``: how many visits hold ``n`` codes of a category (only vocabulary codes count);
+    ``repeat``: per category, how many pairs of consecutive visits of a patient both hold it
+    (``carried``) and in how many of those its codes are the same (``same``).
     """
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     edges = [float(e) for e in age_edges]
@@ -79,9 +121,10 @@ def expansion_stats(
     events = (
         cohort.scan(split)
         .select("sex", "age", "visits")
+        .with_row_index("patient")
         .explode("visits")
         .with_row_index("visit")
-        .select(_strata_expr(edges), "visit", pl.col("visits").struct.field("codes").alias("code"))
+        .select("patient", _strata_expr(edges), "visit", pl.col("visits").struct.field("codes").alias("code"))
         .explode("code")
         .join(vocab.lazy(), on="code", how="inner")
         .collect()
@@ -93,6 +136,15 @@ def expansion_stats(
         .group_by("cat_idx", "n")
         .len("count")
         .sort("cat_idx", "n")
+    )
+    # visits are numbered in patient order, so a patient's next visit is visit + 1
+    sets = events.group_by("patient", "visit", "cat_idx").agg(pl.col("code_idx").sort().alias("set"))
+    following = sets.with_columns(pl.col("visit") - 1).rename({"set": "next"})
+    pairs = sets.join(following, on=["patient", "visit", "cat_idx"], how="inner")
+    repeat = (
+        pairs.group_by("cat_idx")
+        .agg(pl.len().alias("carried"), (pl.col("set") == pl.col("next")).sum().alias("same"))
+        .sort("cat_idx")
     )
     return {
         "version": STATS_VERSION,
@@ -108,6 +160,11 @@ def expansion_stats(
             "category": per_visit["cat_idx"].to_list(),
             "n": per_visit["n"].to_list(),
             "count": per_visit["count"].to_list(),
+        },
+        "repeat": {
+            "category": repeat["cat_idx"].to_list(),
+            "carried": repeat["carried"].to_list(),
+            "same": repeat["same"].to_list(),
         },
     }
 
@@ -177,6 +234,8 @@ class CodeExpander:
         hist = np.where(hist.sum(1, keepdims=True) > 0, hist, pooled[None, :])
         self.n_cdf = np.cumsum(hist / hist.sum(1, keepdims=True), axis=1)
 
+        self.keep = _keep_probability(stats.get("repeat"), n_cat)
+
         self.rules = tuple(rules)
         self.membership = rule_membership(tokenizer.codes, self.rules)  # [R, n_codes]
         self._codes_arrow = pa.array(tokenizer.codes, type=pa.string())
@@ -214,8 +273,12 @@ class CodeExpander:
         cat = tokens[is_cat] - self.cat_lo
         visit_of = np.cumsum(opens.ravel())[is_cat.ravel()] - 1
         keys = patient_keys(np.asarray(index, dtype=np.int64), seed, _EXPANSION_STREAM)
-        with np.errstate(over="ignore"):  # (patient, category): a repeated category repeats its codes
-            item_keys = stable_hash(keys[row] ^ ((cat.astype(np.uint64) + np.uint64(1)) * _GOLDEN), 0)
+        local_visit = visit_of - (np.cumsum(opens.sum(1)) - opens.sum(1))[row]
+        with np.errstate(over="ignore"):  # (patient, category, draw): a kept category repeats its codes
+            cat_keys = keys[row] ^ ((cat.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+            draw = _draw_numbers(row, cat, local_visit, cat_keys, self.keep).astype(np.uint64)
+            item_keys = stable_hash(cat_keys + draw * _GOLDEN_DRAW, 0)  # draw 0: the first occurrence's
+
         kmax = self.candidates.shape[1]
         u = counter_uniforms(item_keys, kmax + 1)  # column 0: how many; 1..: which
 
@@ -237,9 +300,7 @@ class CodeExpander:
         chosen = np.take_along_axis(cand, order, axis=1)[take]  # items in order, codes by draw
         item_of = np.repeat(np.arange(len(row)), howmany)
         if given is not None and is_given.any():
-            real_item, real_code = self._given_codes(
-                given, row, visit_of - (np.cumsum(opens.sum(1)) - opens.sum(1))[row], cat, is_given
-            )
+            real_item, real_code = self._given_codes(given, row, local_visit, cat, is_given)
             item_of = np.concatenate([item_of, real_item])
             chosen = np.concatenate([chosen, real_code])
             order = np.argsort(item_of, kind="stable")  # items in sequence order, codes in source order

@@ -19,16 +19,17 @@ They are the maximum-likelihood offsets on real patients of a split the weights 
 grammar (each decision renormalised over the tokens allowed there). The problem is convex in the
 offsets; four parameters cannot memorise patients.
 
-Teacher-forced calibration is not the whole story for carry-over: fed real histories the fitted
-model writes the previous visit's codes as often as real patients do, but fed its own visits it
-writes about 6 % fewer of them (the exposure gap of an autoregressive model; docs/benchmarks.md).
-:func:`match_carry` then moves the ``previous`` offset until patients *generated* from the
-training demographics carry the same share of a visit's items into the next visit as the real
-patients of the training and calibration splits (a one-dimensional root search over generations
-with common random numbers, so the share is a smooth function of the offset). One scalar matched
-to one aggregate of the training data; every other metric stays an independent check. ``python -m ehrgen.train`` calibrates its best
-and last checkpoints when training ends (``calibration.split``); :func:`calibrate_checkpoint`
-does it for an existing one.
+Teacher-forced calibration is not the whole story: fed real histories the fitted model writes the
+previous visit's codes as often as real patients do, but fed its own visits it writes about 6 %
+fewer of them, and its visits come out 2-3 % short (the exposure gap of an autoregressive model;
+docs/benchmarks.md). :func:`match_generation` then moves the ``previous`` and ``visit_end``
+offsets until patients *generated* from the training demographics carry the same share of a
+visit's items into the next visit, and hold as many items per visit, as the real patients of the
+training and calibration splits (secant steps over generations with common random numbers, so
+each statistic is a smooth function of the offsets). Two scalars matched to two aggregates of the
+training data; every other metric stays an independent check. ``python -m ehrgen.train``
+calibrates its best and last checkpoints when training ends (``calibration.split``);
+:func:`calibrate_checkpoint` does it for an existing one.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from ehrgen.models.prompt_bart import (
     EARLIER,
     N_OFFSETS,
     OFFSET_PREVIOUS,
+    OFFSET_VISIT_END,
     PREVIOUS,
     carry_history,
 )
@@ -184,9 +186,34 @@ def carry_share(seqs: Sequence[np.ndarray], lo: int, hi: int) -> tuple[float, in
     return (shared / total if total else float("nan")), pairs
 
 
-def _generated_carry_share(
+def items_per_visit(seqs: Sequence[np.ndarray], lo: int, hi: int) -> float:
+    """Mean number of items ``[lo, hi)`` per visit over the token sequences (up to each ``</s>``)."""
+    items = visits = 0
+    for seq in seqs:
+        seq = np.asarray(seq)
+        end = np.flatnonzero(seq == EOS)
+        seq = seq[: end[0]] if len(end) else seq
+        items += int(((seq >= lo) & (seq < hi)).sum())
+        visits += int((seq == VISIT_START).sum())
+    return items / visits if visits else float("nan")
+
+
+def _carry_slope(value: float) -> float:
+    return 0.15  # d share / d logit near the fit, measured on the simulator (docs/benchmarks.md)
+
+
+def _length_slope(value: float) -> float:
+    return -value  # a roughly geometric visit length L: dL / d logit(end) is about -L
+
+
+# What the generation match moves, and the slope (statistic per logit) its first step assumes;
+# from the second round on the secant takes over.
+MATCHED = {"carry": (OFFSET_PREVIOUS, _carry_slope), "items_per_visit": (OFFSET_VISIT_END, _length_slope)}
+
+
+def _generated_statistics(
     module: torch.nn.Module, age: np.ndarray, sex: np.ndarray, seed: int, batch_size: int
-) -> float:
+) -> dict[str, float]:
     from ehrgen.sampling.constraints import VisitConstraints
     from ehrgen.sampling.sampler import Sampler
 
@@ -200,13 +227,13 @@ def _generated_carry_share(
     for start in range(0, len(age), batch_size):
         index = np.arange(start, min(start + batch_size, len(age)))
         seqs.extend(sampler.sample(age[index], sex[index], index))
-    return carry_share(seqs, lo, hi)[0]
+    return {"carry": carry_share(seqs, lo, hi)[0], "items_per_visit": items_per_visit(seqs, lo, hi)}
 
 
 @torch.no_grad()
-def match_carry(
+def match_generation(
     module: torch.nn.Module,
-    target: float,
+    targets: dict[str, float],
     age: np.ndarray,
     sex: np.ndarray,
     seed: int = 0,
@@ -214,29 +241,42 @@ def match_carry(
     tolerance: float = 0.005,
     max_rounds: int = 6,
 ) -> dict[str, Any]:
-    """Move the ``previous`` offset of ``module`` (in place) until patients generated for
-    ``(age, sex)`` carry ``target`` of a visit's items into the next (relative ``tolerance``).
+    """Move the offsets of :data:`MATCHED` (in place) until patients generated for ``(age, sex)``
+    have the ``targets`` (``carry`` share, ``items_per_visit``) within relative ``tolerance``.
 
-    Secant steps on the offset, each capped at 0.5 logits; the same patient keys every round.
-    Returns the rounds as ``[(offset, share), ...]`` and the offset kept (the closest round).
+    Every round generates once and takes a secant step on each offset (each capped at 0.5
+    logits); the same patient keys every round. Returns the rounds (offsets and statistics) and
+    the offsets kept: those of the round with the smallest largest relative error.
     """
     offsets = module.model.logit_offsets
-    rounds: list[tuple[float, float]] = []
-    slope = 0.15  # d share / d offset near the fit, measured on the simulator (docs/benchmarks.md)
+    names = [name for name in MATCHED if name in targets]
+    rounds: list[dict[str, dict[str, float]]] = []
+
+    def error(r: dict[str, dict[str, float]]) -> float:
+        gaps = [abs(r["statistics"][n] - targets[n]) / abs(targets[n]) for n in names]
+        return max(gaps) if all(math.isfinite(g) for g in gaps) else math.inf
+
     for _ in range(max_rounds):
-        b = float(offsets[OFFSET_PREVIOUS])
-        share = _generated_carry_share(module, age, sex, seed, batch_size)
-        rounds.append((b, share))
-        if not math.isfinite(share) or abs(share - target) <= tolerance * target:
+        current = {n: float(offsets[MATCHED[n][0]]) for n in names}
+        statistics = _generated_statistics(module, age, sex, seed, batch_size)
+        rounds.append({"offsets": current, "statistics": {n: statistics[n] for n in names}})
+        if error(rounds[-1]) <= tolerance or not math.isfinite(error(rounds[-1])):
             break
-        if len(rounds) >= 2:
-            (b0, s0), (b1, s1) = rounds[-2], rounds[-1]
-            if b1 != b0 and (s1 - s0) / (b1 - b0) > 0.01:  # keep the slope's sign and size sane
-                slope = (s1 - s0) / (b1 - b0)
-        offsets[OFFSET_PREVIOUS] = b + max(-0.5, min(0.5, (target - share) / slope))
-    best = min(rounds, key=lambda r: abs(r[1] - target) if math.isfinite(r[1]) else math.inf)
-    offsets[OFFSET_PREVIOUS] = best[0]
-    return {"target": target, "rounds": [list(r) for r in rounds], "previous": best[0]}
+        for n in names:
+            index, first_slope = MATCHED[n]
+            value, target = statistics[n], targets[n]
+            slope = first_slope(value)
+            if len(rounds) >= 2:
+                db = current[n] - rounds[-2]["offsets"][n]
+                ds = value - rounds[-2]["statistics"][n]
+                # the secant, when the offset moved and the slope has the expected sign and size
+                if abs(db) > 1e-4 and ds / db / slope > 0.05:
+                    slope = ds / db
+            offsets[index] = current[n] + max(-0.5, min(0.5, (target - value) / slope))
+    best = min(rounds, key=error)
+    for n in names:
+        offsets[MATCHED[n][0]] = best["offsets"][n]
+    return {"targets": dict(targets), "rounds": rounds, "offsets": best["offsets"]}
 
 
 def calibrate_checkpoint(
@@ -250,9 +290,9 @@ def calibrate_checkpoint(
 ) -> dict[str, Any]:
     """Fit the logit offsets of ``ckpt`` on ``splits`` of ``cohort`` and write them into it.
 
-    ``match_patients > 0`` (and a model with the carry-over pathway): then :func:`match_carry`
-    with that many generated patients, the target being the carry share of the ``train`` split
-    and ``splits``. The checkpoint is rewritten through a temp file and a rename. Returns what was
+    ``match_patients > 0``: then :func:`match_generation` with that many generated patients, the
+    targets being the items per visit and (with the carry-over pathway, and at least
+    :data:`MIN_PAIRS` visit pairs) the carry share of the ``train`` split and ``splits``. The checkpoint is rewritten through a temp file and a rename. Returns what was
     done (also stored in the checkpoint under ``ehrgen.calibration``, aggregates only): the
     offsets, the patients used, the ``*_calibration`` metrics on them before and after the
     teacher-forced fit, and the matching rounds.
@@ -279,18 +319,21 @@ def calibrate_checkpoint(
         "before": before,
         "after": after,
     }
-    if match_patients > 0 and module.model.carry:
+    if match_patients > 0:
         real = Cohort(cohort)
         frame = pl.concat([real.read(s).select("visits") for s in dict.fromkeys(["train", *splits])])
         lo, hi = module.tokenizer.content_range
-        target, pairs = carry_share(module.tokenizer.encode_batch(frame["visits"].to_arrow()), lo, hi)
-        if pairs >= MIN_PAIRS:
-            age, sex = DemographicsModel.from_cohort(real).sample(match_patients, np.random.default_rng(seed))
-            record["carry_match"] = match_carry(module, target, age, sex, seed)
-        else:
+        real_seqs = module.tokenizer.encode_batch(frame["visits"].to_arrow())
+        targets = {"items_per_visit": items_per_visit(real_seqs, lo, hi)}
+        share, pairs = carry_share(real_seqs, lo, hi)
+        if module.model.carry and pairs >= MIN_PAIRS:
+            targets["carry"] = share
+        elif module.model.carry:
             log.info(
                 "calibration: %d consecutive visit pairs (< %d): carry share not matched", pairs, MIN_PAIRS
             )
+        age, sex = DemographicsModel.from_cohort(real).sample(match_patients, np.random.default_rng(seed))
+        record["generation_match"] = match_generation(module, targets, age, sex, seed)
     offsets = module.model.logit_offsets.detach().cpu().clone()
     record["offsets"] = dict(zip(OFFSET_NAMES, offsets.tolist(), strict=True))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -20,7 +20,8 @@ from ehrgen.calibration import (
     carry_share,
     decision_statistics,
     fit_offsets,
-    match_carry,
+    items_per_visit,
+    match_generation,
     offset_objective,
 )
 from ehrgen.model_metrics import calibration_metrics
@@ -193,19 +194,27 @@ def test_carry_share_known_answer() -> None:
     assert math.isnan(share) and pairs == 0
 
 
-def test_match_carry_finds_the_offset_of_a_known_share() -> None:
+def test_items_per_visit_known_answer() -> None:
+    a = torch.tensor([0, 4, 7, 8, 9, 5, 4, 7, 5, 2, 4, 8, 5]).numpy()  # a visit after </s> does not count
+    assert items_per_visit([a], 7, 12) == 2.0
+    assert math.isnan(items_per_visit([torch.tensor([0, 2]).numpy()], 7, 12))
+
+
+@pytest.mark.parametrize("name", ["carry", "items_per_visit"])
+def test_match_generation_finds_the_offsets_of_known_statistics(name: str) -> None:
     import numpy as np
     from test_prompt_bart import TINY as NET
     from test_prompt_bart import VOCAB
 
+    from ehrgen.calibration import MATCHED, _generated_statistics
     from ehrgen.data.vocab import CodeVocab
-    from ehrgen.models.prompt_bart import OFFSET_PREVIOUS, PromptBart
+    from ehrgen.models.prompt_bart import PromptBart
 
     torch.manual_seed(0)
     model = PromptBart(VOCAB, prompt_length=2, carry=True, **{**NET, "max_length": 64}).eval()
-    tokenizer = CodeVocab([f"{c:03d}" for c in range(1, VOCAB - 6)])  # V-codes-free dummy ICD-9 codes
+    tokenizer = CodeVocab([f"{c:03d}" for c in range(1, VOCAB - 6)])  # dummy ICD-9 codes 001-020
 
-    class Holder(torch.nn.Module):  # what match_carry reads: .model and .tokenizer
+    class Holder(torch.nn.Module):  # what match_generation reads: .model and .tokenizer
         def __init__(self) -> None:
             super().__init__()
             self.model, self.tokenizer = model, tokenizer
@@ -213,18 +222,20 @@ def test_match_carry_finds_the_offset_of_a_known_share() -> None:
     module = Holder()
     rng = np.random.default_rng(0)
     age, sex = rng.uniform(20, 80, 300).astype("float32"), rng.integers(0, 2, 300)
+    index = MATCHED[name][0]
+    known = 0.8 if name == "carry" else -0.6  # more carried items / longer visits than at 0
     with torch.no_grad():
-        model.logit_offsets[OFFSET_PREVIOUS] = 0.8
-    from ehrgen.calibration import _generated_carry_share
-
-    target = _generated_carry_share(module, age, sex, seed=3, batch_size=64)  # the share at 0.8
+        model.logit_offsets[index] = known
+    target = _generated_statistics(module, age, sex, seed=3, batch_size=64)[name]
     with torch.no_grad():
-        model.logit_offsets[OFFSET_PREVIOUS] = 0.0
-    start = _generated_carry_share(module, age, sex, seed=3, batch_size=64)
-    assert start < target  # more weight on the previous visit's items carries more of them
-    result = match_carry(module, target, age, sex, seed=3, batch_size=64, tolerance=0.01, max_rounds=8)
-    kept = dict((b, share) for b, share in result["rounds"])[result["previous"]]
-    assert abs(kept - target) <= 0.01 * target
+        model.logit_offsets[index] = 0.0
+    start = _generated_statistics(module, age, sex, seed=3, batch_size=64)[name]
+    assert start < target
+    result = match_generation(
+        module, {name: target}, age, sex, seed=3, batch_size=64, tolerance=0.01, max_rounds=8
+    )
+    kept = next(r for r in result["rounds"] if r["offsets"] == result["offsets"])
+    assert abs(kept["statistics"][name] - target) <= 0.01 * target
     assert len(result["rounds"]) > 1  # it had to move
-    assert float(model.logit_offsets[OFFSET_PREVIOUS]) == result["previous"]
-    assert result["rounds"][0] == [0.0, pytest.approx(start)]
+    assert float(model.logit_offsets[index]) == pytest.approx(result["offsets"][name])
+    assert result["rounds"][0]["statistics"][name] == pytest.approx(start)

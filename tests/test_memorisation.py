@@ -17,6 +17,7 @@ from ehrgen.data.cohort import Cohort
 from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START
 from ehrgen.evaluate import _memorisation_figure
 from ehrgen.generate import run as generate
+from ehrgen.module import OFFSETS_KEY
 from ehrgen.privacy.copies import copies, excess_z, item_set_keys
 from ehrgen.train import run
 
@@ -117,4 +118,5 @@ def test_monitor_rolls_back_and_stops_when_copies_pass_the_holdout(
     name = next(k for k in epoch0 if k.endswith("lm_head.weight") or "embed_tokens" in k)
     assert not torch.equal(epoch0[name], epoch1[name])  # epoch 1 trained on
     for k, v in epoch0.items():  # but the checkpoint holds epoch 0's weights
-        assert torch.equal(saved[k], v), k
+        if k != OFFSETS_KEY:  # fit for those weights after training (ehrgen.calibration)
+            assert torch.equal(saved[k], v), k

@@ -25,7 +25,7 @@ fewer of them, and its visits come out 2-3 % short (the exposure gap of an autor
 docs/benchmarks.md). :func:`match_generation` then moves the ``previous`` and ``visit_end``
 offsets until patients *generated* from the training demographics carry the same share of a
 visit's items into the next visit, and hold as many items per visit, as the real patients of the
-training and calibration splits (secant steps over generations with common random numbers, so
+training and calibration splits (Broyden steps over generations with common random numbers, so
 each statistic is a smooth function of the offsets). Two scalars matched to two aggregates of the
 training data; every other metric stays an independent check. ``python -m ehrgen.train``
 calibrates its best and last checkpoints when training ends (``calibration.split``);
@@ -244,7 +244,7 @@ def match_generation(
     """Move the offsets of :data:`MATCHED` (in place) until patients generated for ``(age, sex)``
     have the ``targets`` (``carry`` share, ``items_per_visit``) within relative ``tolerance``.
 
-    Every round generates once and takes a secant step on each offset (each capped at 0.5
+    Every round generates once and takes a Broyden step on the offsets (each capped at 0.5
     logits); the same patient keys every round. Returns the rounds (offsets and statistics) and
     the offsets kept: those of the round with the smallest largest relative error.
     """
@@ -256,23 +256,39 @@ def match_generation(
         gaps = [abs(r["statistics"][n] - targets[n]) / abs(targets[n]) for n in names]
         return max(gaps) if all(math.isfinite(g) for g in gaps) else math.inf
 
+    # Broyden's method: the Jacobian d statistics / d offsets starts diagonal (each offset moves
+    # its own statistic, :data:`MATCHED`) and learns the cross effects (longer visits also change
+    # the carry share) from each round's rank-one update.
+    jacobian: np.ndarray | None = None
+    previous_offsets = previous_gap = np.zeros(len(names))
     for _ in range(max_rounds):
-        current = {n: float(offsets[MATCHED[n][0]]) for n in names}
+        current = np.array([float(offsets[MATCHED[n][0]]) for n in names])
         statistics = _generated_statistics(module, age, sex, seed, batch_size)
-        rounds.append({"offsets": current, "statistics": {n: statistics[n] for n in names}})
+        rounds.append(
+            {
+                "offsets": dict(zip(names, current.tolist(), strict=True)),
+                "statistics": {n: statistics[n] for n in names},
+            }
+        )
         if error(rounds[-1]) <= tolerance or not math.isfinite(error(rounds[-1])):
             break
-        for n in names:
-            index, first_slope = MATCHED[n]
-            value, target = statistics[n], targets[n]
-            slope = first_slope(value)
-            if len(rounds) >= 2:
-                db = current[n] - rounds[-2]["offsets"][n]
-                ds = value - rounds[-2]["statistics"][n]
-                # the secant, when the offset moved and the slope has the expected sign and size
-                if abs(db) > 1e-4 and ds / db / slope > 0.05:
-                    slope = ds / db
-            offsets[index] = current[n] + max(-0.5, min(0.5, (target - value) / slope))
+        gap = np.array([statistics[n] - targets[n] for n in names])
+        if jacobian is None:
+            jacobian = np.diag([MATCHED[n][1](statistics[n]) for n in names])
+        else:
+            moved = current - previous_offsets
+            if float(moved @ moved) > 1e-10:
+                jacobian = jacobian + np.outer(gap - previous_gap - jacobian @ moved, moved) / float(
+                    moved @ moved
+                )
+        try:
+            step = -np.linalg.solve(jacobian, gap)
+        except np.linalg.LinAlgError:
+            jacobian = np.diag([MATCHED[n][1](statistics[n]) for n in names])
+            step = -np.linalg.solve(jacobian, gap)
+        previous_offsets, previous_gap = current, gap
+        for n, value in zip(names, current + np.clip(step, -0.5, 0.5), strict=True):
+            offsets[MATCHED[n][0]] = float(value)
     best = min(rounds, key=error)
     for n in names:
         offsets[MATCHED[n][0]] = best["offsets"][n]

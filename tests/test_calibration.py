@@ -200,8 +200,8 @@ def test_items_per_visit_known_answer() -> None:
     assert math.isnan(items_per_visit([torch.tensor([0, 2]).numpy()], 7, 12))
 
 
-@pytest.mark.parametrize("name", ["carry", "items_per_visit"])
-def test_match_generation_finds_the_offsets_of_known_statistics(name: str) -> None:
+@pytest.mark.parametrize("names", [["carry"], ["items_per_visit"], ["carry", "items_per_visit"]])
+def test_match_generation_finds_the_offsets_of_known_statistics(names: list[str]) -> None:
     import numpy as np
     from test_prompt_bart import TINY as NET
     from test_prompt_bart import VOCAB
@@ -222,20 +222,20 @@ def test_match_generation_finds_the_offsets_of_known_statistics(name: str) -> No
     module = Holder()
     rng = np.random.default_rng(0)
     age, sex = rng.uniform(20, 80, 300).astype("float32"), rng.integers(0, 2, 300)
-    index = MATCHED[name][0]
-    known = 0.8 if name == "carry" else -0.6  # more carried items / longer visits than at 0
+    known = {"carry": 0.8, "items_per_visit": -0.6}  # more carried items / longer visits than at 0
     with torch.no_grad():
-        model.logit_offsets[index] = known
-    target = _generated_statistics(module, age, sex, seed=3, batch_size=64)[name]
+        for n in names:
+            model.logit_offsets[MATCHED[n][0]] = known[n]
+    target = _generated_statistics(module, age, sex, seed=3, batch_size=64)
+    targets = {n: target[n] for n in names}
     with torch.no_grad():
-        model.logit_offsets[index] = 0.0
-    start = _generated_statistics(module, age, sex, seed=3, batch_size=64)[name]
-    assert start < target
-    result = match_generation(
-        module, {name: target}, age, sex, seed=3, batch_size=64, tolerance=0.01, max_rounds=8
-    )
+        model.logit_offsets.zero_()
+    start = _generated_statistics(module, age, sex, seed=3, batch_size=64)
+    assert all(start[n] < targets[n] for n in names)
+    result = match_generation(module, targets, age, sex, seed=3, batch_size=64, tolerance=0.01, max_rounds=8)
     kept = next(r for r in result["rounds"] if r["offsets"] == result["offsets"])
-    assert abs(kept["statistics"][name] - target) <= 0.01 * target
+    for n in names:
+        assert abs(kept["statistics"][n] - targets[n]) <= 0.01 * targets[n], n
+        assert float(model.logit_offsets[MATCHED[n][0]]) == pytest.approx(result["offsets"][n])
+        assert result["rounds"][0]["statistics"][n] == pytest.approx(start[n])
     assert len(result["rounds"]) > 1  # it had to move
-    assert float(model.logit_offsets[index]) == pytest.approx(result["offsets"][name])
-    assert result["rounds"][0]["statistics"][name] == pytest.approx(start)

@@ -60,7 +60,10 @@ from ehrgen.models.prompt_bart import (
 OFFSET_NAMES = ("patient_end", "visit_end", "previous", "older")  # order of PromptBart.logit_offsets
 GROUP_END, GROUP_PREVIOUS, GROUP_OLDER, GROUP_OTHER = 0, 1, 2, 3  # what a within-visit label is
 NEG = -1.0e30  # log of an empty group
-MIN_PAIRS = 200  # consecutive real visit pairs below which the carry share is too noisy to match
+# Real data below which a generation-match target is noisier than the match's 1 % tolerance:
+# visits for the items per visit (sd about 6 items), consecutive visit pairs for the carry share.
+MIN_VISITS = 2000
+MIN_PAIRS = 500
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +188,9 @@ def carry_share(seqs: Sequence[np.ndarray], lo: int, hi: int) -> tuple[float, in
     return (shared / total if total else float("nan")), pairs
 
 
-def items_per_visit(seqs: Sequence[np.ndarray], lo: int, hi: int) -> float:
-    """Mean number of items ``[lo, hi)`` per visit over the token sequences (up to each ``</s>``)."""
+def items_per_visit(seqs: Sequence[np.ndarray], lo: int, hi: int) -> tuple[float, int]:
+    """``(mean number of items [lo, hi) per visit, number of visits)`` over the token sequences
+    (up to each ``</s>``)."""
     items = visits = 0
     for seq in seqs:
         seq = np.asarray(seq)
@@ -194,7 +198,7 @@ def items_per_visit(seqs: Sequence[np.ndarray], lo: int, hi: int) -> float:
         seq = seq[: end[0]] if len(end) else seq
         items += int(((seq >= lo) & (seq < hi)).sum())
         visits += int((seq == VISIT_START).sum())
-    return items / visits if visits else float("nan")
+    return (items / visits if visits else float("nan")), visits
 
 
 def _carry_slope(value: float) -> float:
@@ -225,7 +229,7 @@ def _generated_statistics(
     for start in range(0, len(age), batch_size):
         index = np.arange(start, min(start + batch_size, len(age)))
         seqs.extend(sampler.sample(age[index], sex[index], index))
-    return {"carry": carry_share(seqs, lo, hi)[0], "items_per_visit": items_per_visit(seqs, lo, hi)}
+    return {"carry": carry_share(seqs, lo, hi)[0], "items_per_visit": items_per_visit(seqs, lo, hi)[0]}
 
 
 @torch.no_grad()
@@ -294,8 +298,9 @@ def calibrate_checkpoint(
     """Fit the logit offsets of ``ckpt`` on ``splits`` of ``cohort`` and write them into it.
 
     ``match_patients > 0``: then :func:`match_generation` with that many generated patients, the
-    targets being the items per visit and (with the carry-over pathway, and at least
-    :data:`MIN_PAIRS` visit pairs) the carry share of the ``train`` split and ``splits``. The checkpoint is rewritten through a temp file and a rename. Returns what was
+    targets being the items per visit (from at least :data:`MIN_VISITS` real visits) and, with
+    the carry-over pathway, the carry share (from at least :data:`MIN_PAIRS` consecutive visit
+    pairs) of the ``train`` split and ``splits``. The checkpoint is rewritten through a temp file and a rename. Returns what was
     done (also stored in the checkpoint under ``ehrgen.calibration``, aggregates only): the
     offsets, the patients used, the ``*_calibration`` metrics on them before and after the
     teacher-forced fit, and the matching rounds.
@@ -327,16 +332,26 @@ def calibrate_checkpoint(
         frame = pl.concat([real.read(s).select("visits") for s in dict.fromkeys(["train", *splits])])
         lo, hi = module.tokenizer.content_range
         real_seqs = module.tokenizer.encode_batch(frame["visits"].to_arrow())
-        targets = {"items_per_visit": items_per_visit(real_seqs, lo, hi)}
+        targets: dict[str, float] = {}
+        mean_items, visits = items_per_visit(real_seqs, lo, hi)
         share, pairs = carry_share(real_seqs, lo, hi)
+        if visits >= MIN_VISITS:
+            targets["items_per_visit"] = mean_items
         if module.model.carry and pairs >= MIN_PAIRS:
             targets["carry"] = share
-        elif module.model.carry:
+        if len(targets) < 1 + int(module.model.carry):
             log.info(
-                "calibration: %d consecutive visit pairs (< %d): carry share not matched", pairs, MIN_PAIRS
+                "calibration: %d real visits and %d consecutive pairs (fewer than %d / %d are too noisy "
+                "a target): matched %s",
+                visits,
+                pairs,
+                MIN_VISITS,
+                MIN_PAIRS,
+                sorted(targets) or "nothing",
             )
-        age, sex = DemographicsModel.from_cohort(real).sample(match_patients, np.random.default_rng(seed))
-        record["generation_match"] = match_generation(module, targets, age, sex, seed)
+        if targets:
+            age, sex = DemographicsModel.from_cohort(real).sample(match_patients, np.random.default_rng(seed))
+            record["generation_match"] = match_generation(module, targets, age, sex, seed)
     offsets = module.model.logit_offsets.detach().cpu().clone()
     record["offsets"] = dict(zip(OFFSET_NAMES, offsets.tolist(), strict=True))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)

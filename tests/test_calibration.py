@@ -196,8 +196,9 @@ def test_carry_share_known_answer() -> None:
 
 def test_items_per_visit_known_answer() -> None:
     a = torch.tensor([0, 4, 7, 8, 9, 5, 4, 7, 5, 2, 4, 8, 5]).numpy()  # a visit after </s> does not count
-    assert items_per_visit([a], 7, 12) == 2.0
-    assert math.isnan(items_per_visit([torch.tensor([0, 2]).numpy()], 7, 12))
+    assert items_per_visit([a], 7, 12) == (2.0, 2)
+    mean, visits = items_per_visit([torch.tensor([0, 2]).numpy()], 7, 12)
+    assert math.isnan(mean) and visits == 0
 
 
 @pytest.mark.parametrize("names", [["carry"], ["items_per_visit"], ["carry", "items_per_visit"]])
@@ -239,3 +240,37 @@ def test_match_generation_finds_the_offsets_of_known_statistics(names: list[str]
         assert float(model.logit_offsets[MATCHED[n][0]]) == pytest.approx(result["offsets"][n])
         assert result["rounds"][0]["statistics"][n] == pytest.approx(start[n])
     assert len(result["rounds"]) > 1  # it had to move
+
+
+def test_generation_match_targets_are_the_real_statistics(
+    trained: dict, demo_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import ehrgen.calibration as calibration
+    from ehrgen.data.cohort import Cohort
+
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(trained["last_checkpoint"], ckpt)
+    # The demo's 100 patients are below the noise thresholds: nothing is matched by default ...
+    assert "generation_match" not in calibrate_checkpoint(ckpt, demo_cohort, ["val"], 5000, match_patients=32)
+    # ... and with the thresholds lowered the targets are the real train + val statistics,
+    # counted here independently on the cohort's code lists
+    monkeypatch.setattr(calibration, "MIN_VISITS", 1)
+    monkeypatch.setattr(calibration, "MIN_PAIRS", 1)
+    record = calibrate_checkpoint(ckpt, demo_cohort, ["val"], 5000, match_patients=32)
+    codes = set(PromptBartModule.load(ckpt).tokenizer.codes)
+    items = visits = shared = before = 0
+    for split in ("train", "val"):
+        for row in Cohort(demo_cohort).read(split).iter_rows(named=True):
+            sets = [{c for c in v["codes"] if c in codes} for v in row["visits"]]
+            items += sum(len(x) for x in sets)
+            visits += len(sets)
+            for a, b in zip(sets, sets[1:], strict=False):
+                shared += len(a & b)
+                before += len(a)
+    targets = record["generation_match"]["targets"]
+    assert targets["items_per_visit"] == pytest.approx(items / visits)
+    assert targets["carry"] == pytest.approx(shared / before)
+    stored = torch.load(ckpt, weights_only=True)["state_dict"]["model.logit_offsets"].tolist()
+    assert stored == pytest.approx([record["offsets"][k] for k in OFFSET_NAMES])

@@ -216,19 +216,10 @@ MATCHED = {"carry": (OFFSET_PREVIOUS, _carry_slope), "items_per_visit": (OFFSET_
 def _generated_statistics(
     module: torch.nn.Module, age: np.ndarray, sex: np.ndarray, seed: int, batch_size: int
 ) -> dict[str, float]:
-    from ehrgen.sampling.constraints import VisitConstraints
-    from ehrgen.sampling.sampler import Sampler
+    from ehrgen.sampling.sampler import sample_for_check
 
-    tok = module.tokenizer
-    lo, hi = tok.content_range
-    items = tok.categories if tok.level == "category" else tok.codes
-    sampler = Sampler(
-        module.model, VisitConstraints(items, lo, max_length=module.model.max_length), seed=seed
-    )
-    seqs: list[np.ndarray] = []
-    for start in range(0, len(age), batch_size):
-        index = np.arange(start, min(start + batch_size, len(age)))
-        seqs.extend(sampler.sample(age[index], sex[index], index))
+    seqs = sample_for_check(module.model, module.tokenizer, age, sex, seed, batch_size)
+    lo, hi = module.tokenizer.content_range
     return {"carry": carry_share(seqs, lo, hi)[0], "items_per_visit": items_per_visit(seqs, lo, hi)[0]}
 
 

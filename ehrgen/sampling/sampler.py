@@ -365,6 +365,22 @@ class Sampler:
         return _trim(best)
 
 
+def sample_for_check(
+    model: PromptBart, tokenizer: Any, age: np.ndarray, sex: np.ndarray, seed: int, batch_size: int
+) -> list[np.ndarray]:
+    """Token sequences of patients ``0 .. len(age)-1`` generated with the sampler's defaults and
+    the model's own length limit: the quick in-process generation that training-time checks use
+    (copy rate, calibration), as opposed to ``ehrgen.generate``'s configured runs."""
+    items = tokenizer.categories if tokenizer.level == "category" else tokenizer.codes
+    lo = tokenizer.content_range[0]
+    sampler = Sampler(model, VisitConstraints(items, lo, max_length=model.max_length), seed=seed)
+    seqs: list[np.ndarray] = []
+    for start in range(0, len(age), batch_size):
+        index = np.arange(start, min(start + batch_size, len(age)))
+        seqs.extend(sampler.sample(age[index], sex[index], index))
+    return seqs
+
+
 def _trim(tokens: Tensor) -> np.ndarray:
     """Drop the all-``<pad>`` columns at the end; to numpy."""
     used = (tokens != PAD).any(0).nonzero()

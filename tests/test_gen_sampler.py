@@ -30,18 +30,25 @@ LO, HI = VOCAB.content_range
 
 
 def tiny_model(
-    vocab_size: int = VOCAB.vocab_size, max_length: int = 48, seed: int = 0, carry: bool = False
+    vocab_size: int = VOCAB.vocab_size,
+    max_length: int = 48,
+    seed: int = 0,
+    carry: bool = False,
+    profile: bool = False,
 ) -> PromptBart:
     torch.manual_seed(seed)
     model = PromptBart(
         vocab_size, d_model=32, encoder_layers=1, decoder_layers=2, attention_heads=2, ffn_dim=64,
         max_length=max_length, prompt_hidden=16, dropout=0.0, attention_dropout=0.0, carry=carry,
+        age_profile_knots=[0, 30, 90] if profile else None,
     )  # fmt: skip
     with torch.no_grad():  # visits of a few codes, a few visits: realistic, varied lengths
         model.bart.final_logits_bias[0, VISIT_END] += 3.0
         model.bart.final_logits_bias[0, EOS] += 1.0
         if carry:  # earlier visits' codes strongly favoured: the history must reach every step
             model.carry_bias.normal_(3.0, 1.0)
+        if profile:  # each patient's own code preferences: age and sex must reach every step
+            model.age_profile.normal_(0.0, 3.0)
     return model.eval()
 
 
@@ -106,9 +113,12 @@ def one_thread():
 # ----------------------------------------------------------------------------- KV cache
 
 
-@pytest.mark.parametrize(("strategy", "carry"), [("greedy", False), ("sample", False), ("sample", True)])
-def test_kv_cached_decoding_equals_no_cache_loop(strategy: str, carry: bool) -> None:
-    model, c = tiny_model(carry=carry), constraints()
+@pytest.mark.parametrize(
+    ("strategy", "carry", "profile"),
+    [("greedy", False, False), ("sample", False, False), ("sample", True, False), ("sample", True, True)],
+)
+def test_kv_cached_decoding_equals_no_cache_loop(strategy: str, carry: bool, profile: bool) -> None:
+    model, c = tiny_model(carry=carry, profile=profile), constraints()
     age, sex = demographics(12)
     cfg = SamplingConfig(strategy=strategy, compact_fraction=0.2)
     cached = Sampler(model, c, cfg, seed=4).sample(age, sex, np.arange(12))
@@ -248,8 +258,9 @@ def test_forced_prefix_is_kept_and_continued() -> None:
 # ----------------------------------------------------------------------------- beam search
 
 
-def test_beam_of_one_is_greedy() -> None:
-    model, c = tiny_model(), constraints()
+@pytest.mark.parametrize("profile", [False, True])
+def test_beam_of_one_is_greedy(profile: bool) -> None:
+    model, c = tiny_model(profile=profile), constraints()
     age, sex = demographics(6)
     greedy = Sampler(model, c, {"strategy": "greedy"}).sample(age, sex, np.arange(6))
     beam = Sampler(model, c, {"strategy": "beam", "num_beams": 1}).sample(age, sex, np.arange(6))

@@ -308,3 +308,60 @@ def test_carry_pathway_learns_to_repeat_earlier_visits() -> None:
 
     assert copy_probability(carry=False) < 0.05  # chance is 1/40
     assert copy_probability(carry=True) > 0.25  # one of the three visit-1 codes: 1/3 at best
+
+
+def test_age_profiles_add_a_piecewise_linear_curve_per_item_and_sex() -> None:
+    """Known answer: the profile logits interpolate each sex's knot values linearly in age,
+    clamp outside the knots, and add the same row to every position of a patient."""
+    torch.manual_seed(0)
+    model = PromptBart(VOCAB, prompt_length=2, age_profile_knots=[0, 1, 20], **TINY).eval()
+    plain = PromptBart(VOCAB, prompt_length=2, **TINY).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "age_profile"})
+    with torch.no_grad():
+        model.age_profile.normal_(0, 1.0)
+    table = model.age_profile.detach()
+    age = torch.tensor([0.0, 0.5, 10.5, 20.0, 35.0, -3.0])
+    sex = torch.tensor([0, 1, 1, 0, 1, 0])
+    expected = torch.stack([
+        table[0, 0],
+        0.5 * table[1, 0] + 0.5 * table[1, 1],
+        0.5 * table[1, 1] + 0.5 * table[1, 2],
+        table[0, 2],
+        table[1, 2],  # above the last knot: clamped
+        table[0, 0],  # below the first: clamped
+    ])  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(model._profile_logits(age, sex), expected)
+        inputs = model_inputs(make_batch(n=6, seed=2))
+        inputs["age"], inputs["sex"] = age, sex
+        shift = model(**inputs).logits - plain(**inputs).logits
+    torch.testing.assert_close(shift, expected[:, None, :].expand_as(shift), atol=1e-5, rtol=1e-4)
+    with pytest.raises(InputError, match="age_profile_knots must be >= 2 increasing ages >= 0"):
+        PromptBart(VOCAB, age_profile_knots=[20, 1], **TINY)
+    with pytest.raises(InputError, match="age_profile_knots"):
+        PromptBart(VOCAB, age_profile_knots=[5], **TINY)
+
+
+def test_kv_cache_decoding_equals_full_forward_with_age_profiles() -> None:
+    torch.manual_seed(0)
+    model = PromptBart(VOCAB, prompt_length=3, carry=True, age_profile_knots=[0, 18, 60, 90], **TINY).eval()
+    with torch.no_grad():
+        model.age_profile.normal_(0, 2.0)
+    inputs = model_inputs(make_batch(n=6, seed=7, max_visits=3))
+    dec, age, sex = inputs["decoder_input_ids"], inputs["age"], inputs["sex"]
+    with torch.no_grad():
+        full = model(**inputs).logits
+        enc = model.encode(inputs["input_ids"], inputs["attention_mask"], age, sex)
+        seen = torch.zeros(dec.shape[0], VOCAB, dtype=torch.bool)
+        hist = torch.zeros(dec.shape[0], VOCAB, dtype=torch.int8)
+        step = model.decode_step(dec[:, :1], enc.states, enc.mask, age, sex, history=hist)
+        pieces, cache = [step.logits], step.past_key_values
+        for t in range(1, dec.shape[1]):
+            advance_history(hist, seen, dec[:, t])
+            step = model.decode_step(dec[:, t : t + 1], enc.states, enc.mask, age, sex, cache, history=hist)
+            pieces.append(step.logits)
+            cache = step.past_key_values
+        with pytest.raises(ValueError, match="age and sex at every decode step"):
+            model.decode_step(dec[:, 1:2], enc.states, enc.mask, past_key_values=cache, history=hist)
+    valid = inputs["decoder_attention_mask"].bool()
+    torch.testing.assert_close(torch.cat(pieces, 1)[valid], full[valid], atol=1e-5, rtol=1e-4)

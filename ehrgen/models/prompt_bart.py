@@ -95,6 +95,7 @@ class PromptBart(nn.Module):
         pretrained: str | None = None,
         carry: bool = False,
         age_bands: Sequence[float] | None = None,
+        age_profile_knots: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -109,6 +110,14 @@ class PromptBart(nn.Module):
         if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or any(e <= 0 for e in edges):
             raise InputError(f"model.net.age_bands must be increasing ages > 0, got {list(age_bands or [])}")
         self.register_buffer("age_edges", torch.tensor(edges, dtype=torch.float32), persistent=False)
+        knots = [float(k) for k in (age_profile_knots or [])]
+        if knots and (
+            len(knots) < 2 or knots[0] < 0 or any(b <= a for a, b in zip(knots, knots[1:], strict=False))
+        ):
+            raise InputError(
+                f"model.net.age_profile_knots must be >= 2 increasing ages >= 0, got {list(age_profile_knots or [])}"
+            )
+        self.register_buffer("profile_knots", torch.tensor(knots, dtype=torch.float32), persistent=False)
         n_positions = max_length + prompt_length  # prompts occupy the first positions
         if pretrained:
             self.bart = _load_pretrained(pretrained, vocab_size, n_positions)
@@ -164,6 +173,17 @@ class PromptBart(nn.Module):
         # (:mod:`ehrgen.calibration`). Zero while training and applied only in eval mode, so they
         # never shape the weights.
         self.register_buffer("logit_offsets", torch.zeros(N_OFFSETS))
+        # Age profiles: per sex, each output token's logit gets a curve in age, piecewise linear
+        # between the knots, added at every position. The prompts reach the logits only through
+        # attention and the decoder's hidden state, and trained for the default CPU budget they
+        # blurred each code's age profile (mean age of its patients off by 1.8x the noise floor,
+        # docs/benchmarks.md, fidelity): this direct path gives each code its own age and sex
+        # main effect, learnt as fast as the output bias. Zero at init (no effect until learnt).
+        self.age_profile = (
+            nn.Parameter(torch.zeros(N_SEX, len(knots), self.bart.get_output_embeddings().weight.shape[0]))
+            if knots
+            else None
+        )
 
     # ------------------------------------------------------------------ pieces
 
@@ -175,6 +195,25 @@ class PromptBart(nn.Module):
             categorical = torch.cat([categorical, band], dim=1)
         return module(age, categorical).to(like.dtype)
 
+    def _profile_logits(self, age: Tensor | None, sex: Tensor | None) -> Tensor | None:
+        """``[B, V]`` age-profile logits of each patient, or None when the model has none."""
+        if self.age_profile is None:
+            return None
+        if age is None or sex is None:
+            raise ValueError("a model with age profiles needs age and sex at every decode step")
+        knots = self.profile_knots
+        age = age.reshape(-1).float().clamp(knots[0], knots[-1])
+        # hat-function weights: the two knots around each age share 1 linearly
+        right = torch.searchsorted(knots, age, right=True).clamp(1, knots.numel() - 1)
+        left = right - 1
+        frac = (age - knots[left]) / (knots[right] - knots[left])
+        weights = age.new_zeros(age.shape[0], N_SEX * knots.numel())
+        base = sex.reshape(-1).long() * knots.numel()
+        rows = torch.arange(age.shape[0], device=age.device)
+        weights[rows, base + left] = 1 - frac
+        weights[rows, base + right] = frac
+        return weights.to(self.age_profile.dtype) @ self.age_profile.flatten(0, 1)
+
     def _check_length(self, ids: Tensor, what: str) -> None:
         if ids.shape[1] > self.max_length:
             raise InputError(
@@ -182,13 +221,15 @@ class PromptBart(nn.Module):
                 "raise model.net.max_length or shorten data sequences"
             )
 
-    def _logits(self, hidden: Tensor, history: Tensor | None = None) -> Tensor:
+    def _logits(self, hidden: Tensor, history: Tensor | None = None, profile: Tensor | None = None) -> Tensor:
         """Output logits; ``history [B, L, V]`` (or ``[B, V]`` for every position) holds each item's
         place in the patient so far (:data:`PREVIOUS`, :data:`EARLIER`, :data:`CURRENT`, 0), for the
-        carry pathway."""
+        carry pathway; ``profile [B, V]`` the patients' age-profile logits."""
         # One fused matmul-plus-bias: a separate bias add is another full pass over [B, L, V].
         weight = self.bart.get_output_embeddings().weight
         logits = nn.functional.linear(hidden, weight, self.bart.final_logits_bias[0].to(hidden.dtype))
+        if profile is not None:
+            logits = logits + profile[:, None, :].to(logits.dtype)
         calibrated = not self.training and bool(self.logit_offsets.any())
         if calibrated:
             offsets = self.logit_offsets.to(logits.dtype)
@@ -282,7 +323,8 @@ class PromptBart(nn.Module):
         prompt is fed once, ahead of the tokens. Later calls: only the new tokens. The optional
         ``decoder_attention_mask [B, n_past_tokens + n_new]`` covers tokens only, not the prompt.
         ``history [B, V]`` int8: :func:`carry_history` of the sequence so far at its last position
-        (kept by :func:`advance_history`), for the carry-over pathway.
+        (kept by :func:`advance_history`), for the carry-over pathway. A model with age profiles
+        needs ``age``/``sex`` at every step.
         """
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         if past + decoder_input_ids.shape[1] > self.max_length + self.prompt_length:
@@ -294,7 +336,7 @@ class PromptBart(nn.Module):
         hidden, cache = self._decode(
             decoder_input_ids, encoder, age, sex, past_key_values, decoder_attention_mask, use_cache=True
         )
-        return DecodeOutput(self._logits(hidden, history), cache)
+        return DecodeOutput(self._logits(hidden, history, self._profile_logits(age, sex)), cache)
 
     # ------------------------------------------------------------------ training pass
 
@@ -315,7 +357,7 @@ class PromptBart(nn.Module):
         )
         history = carry_history(decoder_input_ids, self.vocab_size) if self.carry else None
         return PromptBartOutput(
-            logits=self._logits(hidden, history),
+            logits=self._logits(hidden, history, self._profile_logits(age, sex)),
             hidden=hidden,
             age_pred=self.age_head(hidden).squeeze(-1),
             sex_logits=self.sex_head(hidden),

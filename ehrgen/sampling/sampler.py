@@ -284,10 +284,11 @@ class Sampler:
                     mask.index_select(0, keep),
                     state.index(keep),
                 )
+                age, sex = age.index_select(0, keep), sex.index_select(0, keep)
                 rows, uniforms, nxt = rows[keep], uniforms[keep], nxt[keep]
                 prefix_ids, prefix_len = prefix_ids[keep], prefix_len[keep]
             logits, cache = self.model.decode_step(
-                nxt[:, None], states, mask, past_key_values=cache, history=state.history
+                nxt[:, None], states, mask, age, sex, past_key_values=cache, history=state.history
             )
             logits = logits[:, -1].float()
         return _trim(out)
@@ -355,11 +356,12 @@ class Sampler:
                 beam_rows = (live[:, None] * k + torch.arange(k, device=device)).reshape(-1)
                 cache.reorder_cache(beam_rows)
                 states, mask = states.index_select(0, beam_rows), mask.index_select(0, beam_rows)
+                age, sex = age.index_select(0, beam_rows), sex.index_select(0, beam_rows)
                 state, hist = state.index(beam_rows), hist.index_select(0, beam_rows)
                 prefix_ids, prefix_len = prefix_ids[beam_rows], prefix_len[beam_rows]
                 token, scores, patients = token[beam_rows], scores[live], patients[live]
             logits, cache = self.model.decode_step(
-                token[:, None], states, mask, past_key_values=cache, history=state.history
+                token[:, None], states, mask, age, sex, past_key_values=cache, history=state.history
             )
             logits = logits[:, -1].float()
         return _trim(best)

@@ -23,7 +23,14 @@ from ehrgen.data.vocab import (
 from ehrgen.errors import InputError
 from ehrgen.models.prompt_bart import PromptBart
 from ehrgen.sampling.constraints import VisitConstraints, structure_errors
-from ehrgen.sampling.hierarchical import KEEP_PRIOR, STATS_VERSION, CodeExpander, expansion_stats
+from ehrgen.sampling.hierarchical import (
+    KEEP_PRIOR,
+    MULTI_PRIOR,
+    SIZE_EDGES,
+    STATS_VERSION,
+    CodeExpander,
+    expansion_stats,
+)
 from ehrgen.sampling.sampler import Sampler
 
 RULE_CODES = {
@@ -385,3 +392,85 @@ def test_repeat_statistics_count_real_consecutive_visits(demo_cohort) -> None:
     }
     assert got == {c: (carried[c], same[c]) for c in carried}
     assert sum(carried.values()) > 20 and 0 < sum(same.values()) < sum(carried.values())
+
+
+def test_the_code_count_follows_the_visit_size() -> None:
+    """Known answer: with ``multi`` statistics, a category holds more than one code with the
+    smoothed share of its visit-size band; how many beyond one follows the category's own 3:2."""
+    tok, stats = expansion_fixture()
+    diabetes = tok.category_id("250")
+    fillers = [tok.category_id(c) for c in ("401", "428", "V58", "V45", "276", "427", "584", "V30")]
+    big = len(fillers) + 1  # categories in the large visits
+    small_band, big_band = 0, int(np.searchsorted(SIZE_EDGES, big, side="right"))
+    cat = diabetes - tok.category_offset
+    # 250 has 2+ codes in 5 % of the 200 one-category visits and 60 % of the 100 large ones
+    stats["size_edges"] = list(SIZE_EDGES)
+    stats["multi"] = {
+        "size": [small_band, big_band],
+        "category": [cat, cat],
+        "visits": [200, 100],
+        "multi": [10, 60],
+    }
+    expander = CodeExpander(tok, stats, prior=0.0)
+    overall = 0.5  # per_visit 5:3:2
+    want = [
+        (10 + MULTI_PRIOR * overall) / (200 + MULTI_PRIOR),
+        (60 + MULTI_PRIOR * overall) / (100 + MULTI_PRIOR),
+    ]
+    n = 6000
+    age, sex = np.full(n, 60.0, np.float32), np.arange(n) % 2
+    got = []
+    for visit in ([diabetes], [*fillers, diabetes]):
+        tokens = np.tile([BOS, VISIT_START, *visit, VISIT_END, EOS], (n, 1))
+        codes = [
+            [c for c in p[0] if c.startswith("250")]
+            for p in expander.expand(tokens, age, sex, np.arange(n), 0).to_pylist()
+        ]
+        k = np.array([len(c) for c in codes])
+        got.append((k > 1).mean())
+        np.testing.assert_allclose(
+            np.bincount(k, minlength=4)[2:] / max((k > 1).sum(), 1), [0.6, 0.4], atol=0.05
+        )
+    np.testing.assert_allclose(got, want, atol=0.02)
+    # without multi statistics the share is the category's own whatever the size (older checkpoints)
+    del stats["multi"]
+    plain = CodeExpander(tok, stats, prior=0.0)
+    for visit in ([diabetes], [*fillers, diabetes]):
+        tokens = np.tile([BOS, VISIT_START, *visit, VISIT_END, EOS], (n, 1))
+        codes = [
+            [c for c in p[0] if c.startswith("250")]
+            for p in plain.expand(tokens, age, sex, np.arange(n), 0).to_pylist()
+        ]
+        assert abs(np.mean([len(c) > 1 for c in codes]) - overall) < 0.02
+
+
+def test_multi_statistics_count_real_visits(demo_cohort) -> None:
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.data.vocab import build_tokenizer
+    from ehrgen.privacy.small_cells import safe_expansion_stats
+
+    tok = build_tokenizer(demo_cohort, level="category")
+    stats = expansion_stats(demo_cohort, tok)
+    visits, multi = {}, {}  # independent count over the train split's visits, in plain Python
+    for row in Cohort(demo_cohort).read("train").iter_rows(named=True):
+        for visit in row["visits"]:
+            cats: dict[str, set[str]] = {}
+            for code in visit["codes"]:
+                if code in tok.codes:
+                    cats.setdefault(category_of(code), set()).add(code)
+            band = sum(len(cats) >= e for e in SIZE_EDGES)
+            for c, codes in cats.items():
+                visits[band, c] = visits.get((band, c), 0) + 1
+                multi[band, c] = multi.get((band, c), 0) + (len(codes) > 1)
+    m = stats["multi"]
+    got = {
+        (b, tok.categories[k]): (v, x)
+        for b, k, v, x in zip(m["size"], m["category"], m["visits"], m["multi"], strict=True)
+    }
+    assert got == {key: (visits[key], multi[key]) for key in visits}
+    assert len({b for b, _ in visits}) > 3 and sum(multi.values()) > 10
+    # the small-cell rule keeps a cell only when its visits, multi and single counts all pass
+    safe = safe_expansion_stats(stats)["multi"]
+    for v, x in zip(safe["visits"], safe["multi"], strict=True):
+        assert v >= 11 and x in range(0, v + 1) and (x == 0 or x >= 11) and (v - x == 0 or v - x >= 11)
+    assert 0 < len(safe["visits"]) < len(m["visits"])

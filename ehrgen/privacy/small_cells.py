@@ -74,7 +74,9 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
     over all strata (``code_totals``, itself suppressed below ``min_cell``), which the expander
     uses as each code's share of its category; per-visit histograms are suppressed cell-wise
     (a category left without one falls back to the pooled histogram); a category's repeat counts
-    are dropped unless both its kept and its changed pairs pass (it then takes the overall rate).
+    are dropped unless both its kept and its changed pairs pass (it then takes the overall rate),
+    and so is a (visit-size band, category) multi-code cell unless its visits with one code and
+    with several both pass (it then takes the category's overall share).
     """
     cc = stats["code_counts"]
     count = np.asarray(cc["count"], dtype=np.int64)
@@ -93,6 +95,11 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
         "code_totals": totals.tolist(),
         "per_visit": {k: np.asarray(v)[pv_keep].tolist() for k, v in pv.items()},
     }
+    if "multi" in stats:  # a (size band, category) cell is kept only when its one- and multi-code counts pass
+        mu = stats["multi"]
+        visits, multi = np.asarray(mu["visits"], np.int64), np.asarray(mu["multi"], np.int64)
+        ok = reportable(multi, min_cell) & reportable(visits - multi, min_cell) & (visits >= min_cell)
+        safe["multi"] = {k: np.asarray(v)[ok].tolist() for k, v in mu.items()}
     if "repeat" in stats:  # a category is kept only when its kept and changed pair counts both pass
         rp = stats["repeat"]
         same, carried = np.asarray(rp["same"], np.int64), np.asarray(rp["carried"], np.int64)

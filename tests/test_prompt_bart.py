@@ -319,7 +319,7 @@ def test_age_profiles_add_a_piecewise_linear_curve_per_item_and_sex() -> None:
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "age_profile"})
     with torch.no_grad():
         model.age_profile.normal_(0, 1.0)
-    table = model.age_profile.detach()
+    table = model.age_profile.detach() * model.age_profile_scale
     age = torch.tensor([0.0, 0.5, 10.5, 20.0, 35.0, -3.0])
     sex = torch.tensor([0, 1, 1, 0, 1, 0])
     expected = torch.stack([
@@ -365,3 +365,38 @@ def test_kv_cache_decoding_equals_full_forward_with_age_profiles() -> None:
             model.decode_step(dec[:, 1:2], enc.states, enc.mask, past_key_values=cache, history=hist)
     valid = inputs["decoder_attention_mask"].bool()
     torch.testing.assert_close(torch.cat(pieces, 1)[valid], full[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_age_profiles_learn_a_steep_age_effect_fast() -> None:
+    """The cause of blurred per-code age profiles: through the prompts alone, a code's dependence
+    on age is learnt slowly (here a code per age decade, 80 steps); the age-profile pathway learns
+    it at once, and only with its scale (Adam moves a zero-initialised table ~lr per step)."""
+    lo, n_codes = 7, 9
+
+    def true_code_probability(knots: list[float] | None, scale: float = 30.0, steps: int = 80) -> float:
+        torch.manual_seed(0)
+        rng = torch.Generator().manual_seed(0)
+        model = PromptBart(lo + n_codes, prompt_length=2, age_profile_knots=knots, age_profile_scale=scale,
+                           **{**TINY, "max_length": 8})  # fmt: skip
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(steps):
+            age = torch.rand(64, generator=rng) * 90
+            code = (age // 10).long() + lo  # one visit with the code of the patient's decade
+            n = age.shape[0]
+            seq = torch.stack([torch.zeros(n, dtype=torch.long), torch.full((n,), 4), code,
+                               torch.full((n,), 5), torch.full((n,), 2)], 1)  # fmt: skip
+            out = model(torch.tensor([[0, 2]] * n), torch.ones(n, 2, dtype=torch.long), seq[:, :-1],
+                        torch.ones_like(seq[:, :-1]), age, torch.zeros(n, dtype=torch.long))  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), seq[:, 1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():  # probability of the patient's own code at the code position
+            return float(out.logits[:, 1].softmax(-1).gather(1, seq[:, 2:3]).mean())
+
+    decades = [float(10 * k + 5) for k in range(9)]
+    without = true_code_probability(None)
+    unscaled = true_code_probability(decades, scale=1.0)
+    scaled = true_code_probability(decades)
+    assert without < 0.15 and unscaled < 0.15  # chance is 1/9
+    assert scaled > 0.4

@@ -96,6 +96,7 @@ class PromptBart(nn.Module):
         carry: bool = False,
         age_bands: Sequence[float] | None = None,
         age_profile_knots: Sequence[float] | None = None,
+        age_profile_scale: float = 30.0,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -178,7 +179,11 @@ class PromptBart(nn.Module):
         # attention and the decoder's hidden state, and trained for the default CPU budget they
         # blurred each code's age profile (mean age of its patients off by 1.8x the noise floor,
         # docs/benchmarks.md, fidelity): this direct path gives each code its own age and sex
-        # main effect, learnt as fast as the output bias. Zero at init (no effect until learnt).
+        # main effect. Zero at init (no effect until learnt). The table is multiplied by
+        # ``age_profile_scale``: Adam moves each parameter by at most about the learning rate per
+        # step, so an unscaled zero-initialised table could move a logit only ~0.3 in 1,900 steps
+        # of the default schedule, far less than real codes' age effects (several logits).
+        self.age_profile_scale = float(age_profile_scale)
         self.age_profile = (
             nn.Parameter(torch.zeros(N_SEX, len(knots), self.bart.get_output_embeddings().weight.shape[0]))
             if knots
@@ -212,7 +217,8 @@ class PromptBart(nn.Module):
         rows = torch.arange(age.shape[0], device=age.device)
         weights[rows, base + left] = 1 - frac
         weights[rows, base + right] = frac
-        return weights.to(self.age_profile.dtype) @ self.age_profile.flatten(0, 1)
+        table = self.age_profile.flatten(0, 1) * self.age_profile_scale
+        return weights.to(table.dtype) @ table
 
     def _check_length(self, ids: Tensor, what: str) -> None:
         if ids.shape[1] > self.max_length:

@@ -133,12 +133,15 @@ def train(out: Path, name: str, model: str, cohort: Path, overrides: list[str]) 
     return summary, float(summary.get("train_seconds", math.nan))
 
 
-def generate(out: Path, name: str, ckpt: Path, n: int) -> tuple[Path, float]:
+def generate(
+    out: Path, name: str, ckpt: Path, n: int, overrides: list[str] | None = None
+) -> tuple[Path, float]:
     from ehrgen.generate import run
 
     target = out / "synthetic" / name
     if not (target / "generation.json").is_file():
-        run(compose("generate", [f"ckpt={ckpt}", f"n_patients={n}", f"out_dir={target}", "progress=false"]))
+        base = [f"ckpt={ckpt}", f"n_patients={n}", f"out_dir={target}", "progress=false"]
+        run(compose("generate", [*base, *(overrides or [])]))
     meta = json.loads((target / "generation.json").read_text())
     return target / "cohort", float(meta["seconds"])
 
@@ -299,6 +302,7 @@ def main() -> None:
     )
     parser.add_argument("--max-time", default=None, help="trainer.max_time, e.g. 00:01:00:00")
     parser.add_argument("--train", nargs="*", default=[], help="more ehrgen.train overrides")
+    parser.add_argument("--generate", nargs="*", default=[], help="ehrgen.generate overrides")
     parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
     parser.add_argument(
         "--tag", default="", help="suffix of the model columns, for A/B runs in the same --out (e.g. -prompt)"
@@ -353,7 +357,7 @@ def main() -> None:
         name = f"{model}{args.tag}"
         summary, train_s = train(out, name, model, train_cohort, overrides)
         ckpt = Path(summary["best_checkpoint"] or summary["last_checkpoint"])
-        synthetic, gen_s = generate(out, name, ckpt, n)
+        synthetic, gen_s = generate(out, name, ckpt, n, args.generate)
         results[name] = {
             **score(name, synthetic),
             "calibration": calibration(ckpt, truth_a),

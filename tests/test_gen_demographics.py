@@ -33,12 +33,25 @@ def fitted() -> tuple[DemographicsModel, np.ndarray, np.ndarray]:
 
 def test_fit_histogram(fitted) -> None:
     model, age, sex = fitted
-    assert model.edges.tolist() == [float(e) for e in range(91)]
-    assert model.counts.shape == (2, 91) and model.counts.sum() == len(age)
+    bins = [0.0, 7 / 365.25, 1 / 12, 0.25, 0.5, *(float(e) for e in range(1, 91))]
+    assert model.edges.tolist() == bins
+    assert model.counts.shape == (2, 95) and model.counts.sum() == len(age)
     for s in (0, 1):
-        interval, _ = np.histogram(age[(sex == s) & (age < 90)], bins=np.arange(91))
-        assert model.counts[s, :90].tolist() == interval.tolist()
-        assert model.counts[s, 90] == np.sum((sex == s) & (age == 90))
+        interval, _ = np.histogram(age[(sex == s) & (age < 90)], bins=bins)
+        assert model.counts[s, :94].tolist() == interval.tolist()
+        assert model.counts[s, 94] == np.sum((sex == s) & (age == 90))
+
+
+def test_newborns_stay_days_old() -> None:
+    """Patients admitted at birth are sampled days old, not anywhere in their first year."""
+    rng = np.random.default_rng(0)
+    age = np.concatenate([rng.uniform(0, 3 / 365.25, 500), rng.uniform(20, 89, 4500)]).astype(np.float32)
+    sex = rng.integers(0, 2, 5000)
+    model = DemographicsModel.fit(age, sex).coarsened()
+    drawn, _ = model.sample(20_000, np.random.default_rng(1))
+    newborn = drawn[drawn < 1]
+    assert abs(len(newborn) / len(drawn) - 0.1) < 0.01
+    assert newborn.max() < 7 / 365.25 + 1e-6  # within the first week bin
 
 
 def test_sampled_marginals_match_fit(fitted) -> None:
@@ -77,7 +90,7 @@ def test_conditional_sampling(fitted) -> None:
     ages = np.full(20_000, 30.5, np.float32)
     kept, drawn = model.sample(20_000, rng, age=ages)
     assert (kept == ages).all()
-    cell = model.counts[:, 30]
+    cell = model.counts[:, int(np.searchsorted(model.edges, 30.5, side="right")) - 1]
     assert drawn.mean() == pytest.approx(cell[1] / cell.sum(), abs=0.02)
 
 

@@ -20,12 +20,17 @@ from ehrgen.errors import InputError
 from ehrgen.privacy.small_cells import MIN_CELL, coarsen_age_histogram
 
 MAX_REQUEST_AGE = 120.0
+# Bin edges inside the first year (1 week, 1 month, 3 and 6 months): newborns are admitted at
+# birth, so a 1-year bin sampled uniformly made synthetic newborns half a year old on average
+# where real ones are days old (and age-conditioned outputs read the age itself).
+INFANT_EDGES: tuple[float, ...] = (7 / 365.25, 1 / 12, 0.25, 0.5)
 
 
 class DemographicsModel:
     """Joint (sex, age) histogram: ``counts[sex][bin]``.
 
-    Bins ``[edges[i], edges[i+1])`` (default 1-year bins over 0..90) plus a last bin for ages
+    Bins ``[edges[i], edges[i+1])`` (default 1-year bins over 0..90, the first year split at
+    :data:`INFANT_EDGES`) plus a last bin for ages
     ``>= edges[-1]``, which holds the clamp value and is sampled as exactly ``edges[-1]`` (90).
     Inside a bin an age is drawn uniformly, never above 89 (ages in (89, 90) do not exist in a
     cohort). Everything is plain lists (``to_dict``) so it can live in a checkpoint loaded with
@@ -49,7 +54,8 @@ class DemographicsModel:
 
     @classmethod
     def fit(cls, age: np.ndarray, sex: np.ndarray, bin_width: float = 1.0, max_age: float = AGE_CLAMP_TO):
-        """Histogram of ``age`` (years) by ``sex`` (0/1) on ``bin_width``-year bins up to ``max_age``."""
+        """Histogram of ``age`` (years) by ``sex`` (0/1) on ``bin_width``-year bins up to ``max_age``,
+        the first year split at :data:`INFANT_EDGES` too."""
         age = np.asarray(age, dtype=np.float64)
         sex = np.asarray(sex)
         if age.shape != sex.shape or age.size == 0:
@@ -60,6 +66,8 @@ class DemographicsModel:
             raise InputError("fit needs sex in {0, 1} and ages >= 0")
         edges = np.arange(0.0, max_age + bin_width / 2, bin_width)
         edges[-1] = max_age
+        infant = [e for e in INFANT_EDGES if e < min(bin_width, max_age)]
+        edges = np.concatenate([edges[:1], infant, edges[1:]])
         # bins 0..len(edges)-2 are the intervals, len(edges)-1 is "age >= max_age"
         bins = np.searchsorted(edges, age, side="right") - 1
         cells = sex.astype(np.int64) * len(edges) + bins

@@ -7,7 +7,7 @@ disjoint subject ids: a training cohort (its train split holds ``--patients`` pa
 independent truth cohorts A and B of ``--patients`` each. Each model is trained on the training
 cohort with the repository's defaults (``ehrgen.train``; ``--max-epochs`` / ``--max-time`` /
 ``--train`` overrides), generates as many patients as the truth holds (``ehrgen.generate``,
-defaults), and every cohort is compared with truth A by ``ehrgen.evaluate`` itself (one
+defaults; ``--generate`` overrides), and every cohort is compared with truth A by ``ehrgen.evaluate`` itself (one
 implementation of every metric):
 
 * **floor**: truth B vs truth A, what two samples of the truth give each other;

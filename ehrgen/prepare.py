@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import build_cohort, row_accounting
-from ehrgen.data.cohort import Cohort, atomic_directory
+from ehrgen.data.cohort import SCHEMA_VERSION, Cohort, atomic_directory
 from ehrgen.errors import InputError, one_line_errors
 from ehrgen.options import check_prepare_options
 
@@ -33,6 +33,7 @@ def cohort_dir_for(cfg: DictConfig) -> Path:
     source = instantiate(cfg.data.source)
     key = {
         **source.cache_key(),
+        "schema_version": SCHEMA_VERSION,
         "split_seed": cfg.data.split_seed,
         "split_fractions": list(cfg.data.split_fractions),
         "shard_size": cfg.data.shard_size,

@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,8 @@ def test_demo_patient_fields(demo_cohort: Path, mimic3_demo: Path) -> None:
     raw_pat = {int(r["subject_id"]): r for r in _read_csv(mimic3_demo / "PATIENTS.csv")}
     raw_adm = _read_csv(mimic3_demo / "ADMISSIONS.csv")
     raw_dx = _read_csv(mimic3_demo / "DIAGNOSES_ICD.csv")
-    from datetime import datetime
-
     parse = lambda s: datetime.strptime(s, "%Y-%m-%d %H:%M:%S")  # noqa: E731
+    ends = {int(a["hadm_id"]): parse(a["dischtime"]) for a in raw_adm}
     for row in patients.iter_rows(named=True):
         sid = row["subject_id"]
         assert row["sex"] == {"M": 0, "F": 1}[raw_pat[sid]["gender"]]
@@ -64,6 +64,7 @@ def test_demo_patient_fields(demo_cohort: Path, mimic3_demo: Path) -> None:
         assert row["age"] == pytest.approx(90.0 if age > 89 else age, abs=1e-3)
         # visits in admittime order, codes in seq_num order
         assert [v["time"] for v in row["visits"]] == [t for t, _ in adms]
+        assert [v["end"] for v in row["visits"]] == [ends[h] for _, h in adms]  # DISCHTIME, exactly
         first_hadm = adms[0][1]
         expected = [
             d["icd9_code"]
@@ -150,15 +151,15 @@ PATIENTS = [
     [1, 1, "M", "2100-01-01 00:00:00"],  # duplicate patient row
 ]
 ADMISSIONS = [
-    ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME"],
-    [1, 1, 100, "2150-01-01 10:00:00"],
-    [2, 1, 101, "2140-01-01 10:00:00"],  # earlier: first visit
-    [3, 2, 200, "2150-01-01"],
-    [4, 2, 201, "garbage"],  # unparsable admittime
-    [5, 3, 300, "2150-01-01 00:00:00"],
-    [6, 9, 900, "2150-01-01 00:00:00"],  # no patient row
-    [7, 2, 202, "2151-01-01 00:00:00"],  # no diagnoses
-    [8, 5, 500, "2150-01-01 00:00:00"],
+    ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME"],
+    [1, 1, 100, "2150-01-01 10:00:00", "2150-01-04 12:30:00"],
+    [2, 1, 101, "2140-01-01 10:00:00", "2139-12-31 00:00:00"],  # earlier: first visit; ends before it starts
+    [3, 2, 200, "2150-01-01", "garbage"],  # unparsable dischtime: visit kept, end unknown
+    [4, 2, 201, "garbage", ""],  # unparsable admittime
+    [5, 3, 300, "2150-01-01 00:00:00", ""],
+    [6, 9, 900, "2150-01-01 00:00:00", ""],  # no patient row
+    [7, 2, 202, "2151-01-01 00:00:00", ""],  # no diagnoses
+    [8, 5, 500, "2150-01-01 00:00:00", ""],
 ]
 DIAGNOSES = [
     ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
@@ -215,6 +216,10 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path, compose_cfg) -> None:
     assert [v["codes"] for v in rows[1]["visits"]] == [["25000"], ["V5861", "4019"]]
     assert rows[1]["age"] == pytest.approx(40.0, abs=0.01)
     assert [v["codes"] for v in rows[2]["visits"]] == [["E8497"]]
+    # visit ends: kept where they parse and follow the admission, else unknown (counted apart)
+    assert [v["end"] for v in rows[1]["visits"]] == [None, datetime(2150, 1, 4, 12, 30)]
+    assert [v["end"] for v in rows[2]["visits"]] == [None]
+    assert cohort.meta["visit_ends"] == {"known": 1, "missing": 2, "before_admission": 1}
     assert json.loads((cohort.path / "metadata" / "cohort.json").read_text())["input_rows"]["diagnoses"] == 13
 
 
@@ -266,6 +271,34 @@ def test_crash_leaves_nothing_that_looks_complete(
         _prepare(mimic3_demo, tmp_path / "c", compose_cfg)
     assert list(tmp_path.iterdir()) == [tmp_path / "cache"] or not (tmp_path / "c").exists()
     assert not list(tmp_path.glob(".c.*"))
+
+
+def test_demo_visit_ends(demo_cohort: Path) -> None:
+    meta = Cohort(demo_cohort).meta
+    assert meta["visit_ends"] == {"known": 129, "missing": 0, "before_admission": 0}
+
+
+def test_optional_columns_read_when_present_null_when_absent(tmp_path: Path) -> None:
+    with_end = tmp_path / "a.csv"
+    with_end.write_text("SUBJECT_ID,DISCHTIME\n1,2150-01-01 00:00:00\n")
+    without = tmp_path / "b.csv"
+    without.write_text("SUBJECT_ID\n1\n")
+    raw = RawCsv()
+    cols, optional = {"subject_id": pl.Int64}, {"dischtime": pl.Utf8}
+    assert raw.scan(with_end, cols, "admissions", optional).collect().rows() == [(1, "2150-01-01 00:00:00")]
+    got = raw.scan(without, cols, "admissions", optional).collect()
+    assert got.columns == ["subject_id", "dischtime"] and got.rows() == [(1, None)]
+
+
+def test_cohort_of_an_older_schema_names_the_version(demo_cohort: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(demo_cohort, old)
+    meta_file = old / "metadata" / "cohort.json"
+    meta_file.write_text(json.dumps(json.loads(meta_file.read_text()) | {"schema_version": 1}))
+    with pytest.raises(InputError, match="schema_version 1, this ehrgen reads 2 .*end times"):
+        Cohort(old)
 
 
 def test_cohort_reader_errors(tmp_path: Path) -> None:

@@ -112,8 +112,21 @@ def test_load_tables(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert patients.rows() == [(1, 0), (2, 1), (3, None), (4, None), (5, 0)]
 
     visits = tables.visits.collect().sort("subject_id", "time")
-    assert visits.columns == ["subject_id", "visit_id", "time", "age"]
-    assert visits.schema["time"] == pl.Datetime("us")
+    assert visits.columns == ["subject_id", "visit_id", "time", "end", "age"]
+    assert visits.schema["time"] == visits.schema["end"] == pl.Datetime("us")
+    # an admission ends at its latest event; one-time admissions and timestamp visits have no end
+    ends = dict(zip(visits["visit_id"].to_list(), visits["end"].to_list(), strict=True))
+    assert ends == {
+        10: datetime(2150, 1, 5),
+        11: None,
+        12: None,
+        -1: None,
+        -2: None,
+        30: None,
+        40: None,
+        50: None,
+    }
+    visits = visits.drop("end")
     b1, b2 = datetime(2100, 1, 1), datetime(2080, 6, 15)
     expected = [
         # admission visits start at their earliest event, not at the diagnoses' time

@@ -91,9 +91,12 @@ def test_load_tables(mimic4_root: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert patients.rows() == [(1, 0), (2, 1), (3, 1), (4, None), (5, 0)]
 
     visits = tables.visits.collect().sort("visit_id")
-    assert visits.columns == ["subject_id", "visit_id", "time", "age"]
-    assert visits.schema["time"] == pl.Datetime("us")
+    assert visits.columns == ["subject_id", "visit_id", "time", "end", "age"]
+    assert visits.schema["time"] == visits.schema["end"] == pl.Datetime("us")
     assert visits.schema["age"] == pl.Float64
+    assert visits["end"].to_list()[:2] == [datetime(2150, 3, 5, 10), datetime(2152, 6, 2, 8)]
+    assert visits["end"].null_count() == 0
+    visits = visits.drop("end")
     # age = anchor_age + year(admittime) - anchor_year; unparsable date or anchor_age -> null
     assert visits.rows() == [
         (1, 100, datetime(2150, 3, 1, 10), 50.0),

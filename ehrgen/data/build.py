@@ -86,7 +86,7 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
         patients, visits, dx = pl.collect_all(
             [
                 tables.patients.select("subject_id", "sex"),
-                tables.visits.select("subject_id", "visit_id", "time", "age"),
+                tables.visits.select("subject_id", "visit_id", "time", "end", "age"),
                 tables.diagnoses.select("subject_id", "visit_id", "seq", "code"),
             ],
             engine="streaming",
@@ -193,13 +193,34 @@ def row_accounting(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
     return out
 
 
+def check_visit_ends(visits: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Null every visit end before its admission (the visit is kept, its stay unknown); count them.
+
+    Returns the visits and ``{"known", "missing", "before_admission"}`` over the usable visits.
+    """
+    before = pl.col("end") < pl.col("time")
+    counts = visits.select(
+        pl.col("end").is_not_null().sum().alias("known"),
+        pl.col("end").is_null().sum().alias("missing"),
+        before.sum().alias("before_admission"),
+    ).row(0, named=True)
+    counts = {k: int(v or 0) for k, v in counts.items()}
+    counts["known"] -= counts["before_admission"]
+    counts["missing"] += counts["before_admission"]
+    if counts["before_admission"]:
+        log.warning(
+            "%d visit(s) end before their admission: their end is unknown", counts["before_admission"]
+        )
+    return visits.with_columns(pl.when(~before).then(pl.col("end")).alias("end")), counts
+
+
 def group_patients(visits: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
     """One row per patient in the cohort row schema, visits ordered by time (then visit id)."""
     age = pl.col("age").first()
     return (
         visits.sort("subject_id", "time", "visit_id")
         .group_by("subject_id", maintain_order=True)
-        .agg(age, pl.struct("time", "codes").alias("visits"))
+        .agg(age, pl.struct("time", "end", "codes").alias("visits"))
         .join(patients, on="subject_id", how="inner", maintain_order="left")
         .select(
             pl.col("subject_id").cast(pl.Int64),
@@ -295,6 +316,7 @@ def build_cohort(
 ) -> dict[str, Any]:
     """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
     visits, patients, drops, input_rows = clean_tables(tables)
+    visits, visit_ends = check_visit_ends(visits)
     if patients.height == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
         raise InputError(f"{tables.name}: no patient with a usable diagnosis remains (dropped: {reasons})")
@@ -338,6 +360,7 @@ def build_cohort(
         },
         **layout_metadata(shard_size, row_group_size, files, cooc),
         info=tables.info,
+        visit_ends=visit_ends,
         **(extra_meta or {}),
     )
     write_json_atomic(out_dir / "metadata" / "cohort.json", meta)

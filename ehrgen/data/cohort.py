@@ -8,7 +8,8 @@ cohort/
   metadata/cooccurrence.npz                  train-split visit-level code x code counts (CSR)
 ```
 Row schema: ``subject_id: int64, sex: int8 (0=M, 1=F), age: float32 (years, first visit),
-visits: list<struct<time: timestamp[us] (nullable), codes: list<string>>>``.
+visits: list<struct<time: timestamp[us] (nullable), end: timestamp[us] (nullable), codes: list<string>>>``:
+``time`` is the admission, ``end`` the discharge (null where the source has none).
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ import pyarrow.parquet as pq
 
 from ehrgen.errors import InputError
 
-SCHEMA_VERSION = 1
+# 2: visits carry their end (discharge) time.
+SCHEMA_VERSION = 2
 SPLITS = ("train", "val", "test")
 
-VISIT_TYPE = pa.struct([("time", pa.timestamp("us")), ("codes", pa.list_(pa.string()))])
+VISIT_TYPE = pa.struct(
+    [("time", pa.timestamp("us")), ("end", pa.timestamp("us")), ("codes", pa.list_(pa.string()))]
+)
 PATIENT_SCHEMA = pa.schema(
     [
         ("subject_id", pa.int64()),
@@ -50,7 +54,9 @@ POLARS_SCHEMA = pl.Schema(
         "subject_id": pl.Int64,
         "sex": pl.Int8,
         "age": pl.Float32,
-        "visits": pl.List(pl.Struct({"time": pl.Datetime("us"), "codes": pl.List(pl.Utf8)})),
+        "visits": pl.List(
+            pl.Struct({"time": pl.Datetime("us"), "end": pl.Datetime("us"), "codes": pl.List(pl.Utf8)})
+        ),
     }
 )
 
@@ -287,7 +293,10 @@ class Cohort:
             raise InputError(f"{meta_file}: not valid JSON ({err.msg} at line {err.lineno})") from None
         version = self.meta.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise InputError(f"{meta_file}: schema_version {version!r}, this ehrgen reads {SCHEMA_VERSION}")
+            raise InputError(
+                f"{meta_file}: schema_version {version!r}, this ehrgen reads {SCHEMA_VERSION} (version 2 "
+                "added visit end times); write the cohort again with the ehrgen command that made it"
+            )
         if not self.meta.get("complete", False):
             raise InputError(f"{meta_file}: cohort is marked incomplete; re-run the step that wrote it")
 

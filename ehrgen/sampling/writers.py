@@ -6,8 +6,8 @@ all go to the ``train`` split unless told otherwise: a synthetic cohort is a sam
 population to split, and real/synthetic comparisons use all splits of the synthetic cohort.
 
 The exporters read any cohort directory (real or synthetic) part file by part file, so memory is
-bounded by one part file. The model does not generate times: when a patient's visit times are
-null, admission dates come from a seeded, plausible (not fitted) process (see
+bounded by one part file. Visit times and ends in the cohort are written as they are; when a
+patient's visit times are null, admission dates come from a seeded, plausible (not fitted) process (see
 :func:`draw_visit_times`), and the date of birth is the first admission minus the patient's age.
 """
 
@@ -149,6 +149,7 @@ class SyntheticCohortWriter:
         self._n_added = 0
         self._n_batches = 0
         self._counts = {"patients": 0, "visits": 0, "codes": 0}
+        self._visit_ends = {"known": 0, "missing": 0}
         self._rows_per_file: list[int] = []
         self._drops: dict[str, int] = {}
         self._code_counts = pl.DataFrame(schema={"code": pl.Utf8, "count": pl.Int64, "train_count": pl.Int64})
@@ -198,6 +199,11 @@ class SyntheticCohortWriter:
             .group_by("code")
             .agg(pl.col("count").sum(), pl.col("train_count").sum())
         )
+        ends = frame.select(
+            pl.col("visits").list.eval(pl.element().struct.field("end").is_not_null()).explode().sum()
+        ).item()
+        self._visit_ends["known"] += int(ends or 0)
+        self._visit_ends["missing"] += n_visits - int(ends or 0)
         self._counts["patients"] += frame.height
         self._counts["visits"] += n_visits
         self._counts["codes"] += n_codes
@@ -214,11 +220,26 @@ class SyntheticCohortWriter:
         Returns the kept patients and their numbers of visits and codes.
         """
         visits_dtype = frame.schema["visits"]
+        no_time = pl.lit(None, pl.Datetime("us"))
         if visits_dtype == pl.List(pl.List(pl.Utf8)):
             # visits given as plain code lists: no times
             frame = frame.with_columns(
                 pl.col("visits").list.eval(
-                    pl.struct(pl.lit(None, pl.Datetime("us")).alias("time"), pl.element().alias("codes"))
+                    pl.struct(no_time.alias("time"), no_time.alias("end"), pl.element().alias("codes"))
+                )
+            )
+        elif (
+            isinstance(visits_dtype, pl.List)
+            and isinstance(visits_dtype.inner, pl.Struct)
+            and "end" not in {f.name for f in visits_dtype.inner.fields}
+        ):  # visits with admission times only (schema 1)
+            frame = frame.with_columns(
+                pl.col("visits").list.eval(
+                    pl.struct(
+                        pl.element().struct.field("time"),
+                        no_time.alias("end"),
+                        pl.element().struct.field("codes"),
+                    )
                 )
             )
         try:
@@ -226,7 +247,7 @@ class SyntheticCohortWriter:
         except pl.exceptions.PolarsError as err:
             raise InputError(
                 f"{where}: cannot cast to the cohort row schema (sex int8, age float32, "
-                f"visits list<struct<time, codes list<str>>>): {type(err).__name__}"
+                f"visits list<struct<time, end, codes list<str>>>): {type(err).__name__}"
             ) from None
         bad_sex = ~frame["sex"].is_in([0, 1]) | frame["sex"].is_null()
         if bad_sex.any():
@@ -248,10 +269,12 @@ class SyntheticCohortWriter:
             n_visits.alias("c"),
         ).row(0)
         unique_codes = pl.field("codes").list.drop_nulls().list.unique(maintain_order=True)
+        # as prepare does (build.check_visit_ends): an end before the admission is unknown
+        end = pl.when(pl.field("end") >= pl.field("time")).then(pl.field("end")).alias("end")
         age = pl.col("age")
         frame = frame.with_columns(
             pl.col("visits")
-            .list.eval(pl.element().struct.with_fields(unique_codes))
+            .list.eval(pl.element().struct.with_fields(unique_codes, end))
             .list.eval(pl.element().filter(pl.element().struct.field("codes").list.len() > 0)),
             pl.when(age > AGE_CLAMP_ABOVE).then(AGE_CLAMP_TO).otherwise(age).cast(pl.Float32).alias("age"),
         )
@@ -349,6 +372,7 @@ class SyntheticCohortWriter:
                 "rule": "subject_id = id_offset + first_index + index",
             },
             generation=self.generation,
+            visit_ends=dict(self._visit_ends),
         )
         write_json_atomic(tmp / "metadata" / "cohort.json", self.meta)
         for reason, n in sorted(self._drops.items()):
@@ -373,14 +397,21 @@ def _epoch_s(d: datetime) -> int:
 
 
 def draw_visit_times(
-    n_visits: np.ndarray, given_us: np.ndarray, given: np.ndarray, rng: np.random.Generator
+    n_visits: np.ndarray,
+    given_us: np.ndarray,
+    given: np.ndarray,
+    rng: np.random.Generator,
+    given_end_us: np.ndarray | None = None,
+    given_end: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Admission and discharge times (epoch microseconds) of every visit, visits grouped by patient.
 
     ``n_visits``: visits per patient (each >= 1); ``given_us``/``given``: the cohort's visit times
-    and whether each is known. A patient whose visit times are all known keeps them (discharge is
-    capped at the next admission); otherwise all of his times are drawn: first admission uniform in
-    :data:`FIRST_ADMISSION_WINDOW`, log-normal stays, Lomax gaps. Whole seconds throughout.
+    and whether each is known, ``given_end_us``/``given_end`` its discharge times. A patient whose
+    visit times are all known keeps them and every known discharge; an unknown discharge is drawn
+    (a log-normal stay) and capped at the next admission. Otherwise all of the patient's times are
+    drawn: first admission uniform in :data:`FIRST_ADMISSION_WINDOW`, log-normal stays, Lomax gaps.
+    Whole seconds throughout.
     """
     total = int(n_visits.sum())
     starts = np.cumsum(n_visits) - n_visits
@@ -402,10 +433,12 @@ def draw_visit_times(
 
     keep = np.repeat(np.logical_and.reduceat(given, starts) if total else given, n_visits)
     admit = np.where(keep, given_us, drawn_us)
-    disch = admit + los_s.astype(np.int64) * _US
+    drawn_end = admit + los_s.astype(np.int64) * _US
     next_admit = np.roll(admit, -1)
-    disch = np.where(keep & ~last, np.minimum(disch, np.maximum(next_admit, admit)), disch)
-    return admit, disch
+    drawn_end = np.where(keep & ~last, np.minimum(drawn_end, np.maximum(next_admit, admit)), drawn_end)
+    if given_end is None or given_end_us is None:
+        return admit, drawn_end
+    return admit, np.where(keep & given_end, given_end_us, drawn_end)
 
 
 def _part_visits(part: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -419,11 +452,20 @@ def _part_visits(part: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataF
         .select(
             "subject_id",
             pl.col("visits").struct.field("time").dt.epoch("us").alias("time"),
+            pl.col("visits").struct.field("end").dt.epoch("us").alias("end"),
             pl.col("visits").struct.field("codes").alias("codes"),
         )
     )
     given = visits["time"].is_not_null().to_numpy()
-    admit, disch = draw_visit_times(n_visits, visits["time"].fill_null(0).to_numpy(), given, rng)
+    given_end = visits["end"].is_not_null().to_numpy()
+    admit, disch = draw_visit_times(
+        n_visits,
+        visits["time"].fill_null(0).to_numpy(),
+        given,
+        rng,
+        visits["end"].fill_null(0).to_numpy(),
+        given_end,
+    )
     starts = np.cumsum(n_visits) - n_visits
     age_s = np.rint(part["age"].to_numpy().astype(np.float64) * YEAR_S).astype(np.int64)
     dob = admit[starts] - age_s * _US if len(starts) else admit[:0]

@@ -22,6 +22,7 @@ class SourceTables:
 
     - ``patients``: subject_id Int64, sex Int8 (0=M, 1=F, null when unknown)
     - ``visits``: subject_id Int64, visit_id Int64, time Datetime(us) (null if unparsable),
+      end Datetime(us) (discharge; null when the source has none or it does not parse),
       age Float64 (years at this visit, null if unknown)
     - ``diagnoses``: subject_id Int64, visit_id Int64, seq Int64 (order within the visit),
       code Utf8 or Categorical (raw; the builder normalises each distinct code once)
@@ -96,8 +97,16 @@ class RawCsv:
             if path not in self._layouts:
                 self._layouts[path] = self._pool.submit(check_csv, path)
 
-    def scan(self, path: Path, columns: dict[str, pl.DataType], table: str) -> pl.LazyFrame:
+    def scan(
+        self,
+        path: Path,
+        columns: dict[str, pl.DataType],
+        table: str,
+        optional: dict[str, pl.DataType] | None = None,
+    ) -> pl.LazyFrame:
         """Scan ``columns`` of the CSV (headers matched case-insensitively, renamed to lower case).
+
+        ``optional`` columns are read when the file has them and are all-null otherwise.
 
         Non-string columns are typed by the CSV reader itself, which is 3x cheaper than casting
         strings afterwards: a value that does not parse (``abc``, ``1.5`` for an integer) becomes
@@ -124,6 +133,9 @@ class RawCsv:
                 key = f"{prefix}_{reason}"
                 self.drops[key] = self.drops.get(key, 0) + len(rows)
                 log.warning("%s: dropped %d %s(s) (first at line %d)", path, len(rows), reason, rows[0] + 2)
+        present = {c: t for c, t in (optional or {}).items() if c in original and c not in columns}
+        absent = {c: t for c, t in (optional or {}).items() if c not in original and c not in columns}
+        columns = {**columns, **present}
         typed = {original[c]: dtype for c, dtype in columns.items() if dtype != pl.Utf8}
         unusable = layout.unusable
         lf = pl.scan_csv(
@@ -137,7 +149,10 @@ class RawCsv:
         )
         if len(unusable):
             lf = lf.filter(~pl.col("_line").is_in(pl.Series(unusable, dtype=pl.UInt32).implode()))
-        return lf.select(pl.col(original[c]).alias(c) for c in columns)
+        return lf.select(
+            *(pl.col(original[c]).alias(c) for c in columns),
+            *(pl.lit(None, dtype).alias(c) for c, dtype in absent.items()),
+        )
 
 
 def parse_datetime(col: str) -> pl.Expr:

@@ -132,11 +132,13 @@ class MedsSource:
         prefix = self.code_prefix
 
         dx = events.filter(pl.col("code").str.starts_with(prefix))
-        # Admissions: all events sharing an admission id (visit time = earliest of them).
+        # Admissions: all events sharing an admission id (visit time = earliest of them, end = the
+        # latest, e.g. HOSPITAL_DISCHARGE; null for an admission whose events share one time).
         by_admission = (
             events.filter(pl.col("visit_key").is_not_null())
             .group_by("subject_id", "visit_key")
-            .agg(pl.col("time").min())
+            .agg(pl.col("time").min(), pl.col("time").max().alias("end"))
+            .with_columns(pl.when(pl.col("end") > pl.col("time")).then(pl.col("end")).alias("end"))
             .rename({"visit_key": "visit_id"})
         )
         # Diagnoses without an admission id: one visit per (subject, timestamp). Visit ids are global
@@ -151,12 +153,19 @@ class MedsSource:
             .with_row_index("k")
             .select("subject_id", "time", (-1 - pl.col("k").cast(pl.Int64)).alias("visit_id"))
         )
+        # A visit keyed by one timestamp is a point in time: no end.
         dx_by_time = dx_no_admission.join(time_visits, on=["subject_id", "time"], how="left")
         dx_by_admission = dx.filter(pl.col("visit_key").is_not_null()).with_columns(
             pl.col("visit_key").alias("visit_id")
         )
         visit_times = pl.concat(
-            [by_admission, time_visits.select("subject_id", "visit_id", "time")], how="vertical"
+            [
+                by_admission.select("subject_id", "visit_id", "time", "end"),
+                time_visits.select(
+                    "subject_id", "visit_id", "time", pl.lit(None, pl.Datetime("us")).alias("end")
+                ),
+            ],
+            how="vertical",
         )
 
         births = (
@@ -168,6 +177,7 @@ class MedsSource:
             "subject_id",
             "visit_id",
             "time",
+            "end",
             years_between("time", "birth").alias("age"),
         )
 

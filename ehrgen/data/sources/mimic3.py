@@ -50,11 +50,15 @@ class Mimic3Source:
             parse_datetime("dob").alias("dob"),
         )
         admissions = raw.scan(
-            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}, "admissions"
+            admissions_csv,
+            {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8},
+            "admissions",
+            optional={"dischtime": pl.Utf8},
         ).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
             parse_datetime("admittime").alias("time"),
+            parse_datetime("dischtime").alias("end"),
         )
         # Duplicate PATIENTS rows must not duplicate admissions here; the builder counts them.
         births = patients.select("subject_id", "dob").unique("subject_id", keep="first")
@@ -62,6 +66,7 @@ class Mimic3Source:
             "subject_id",
             "visit_id",
             "time",
+            "end",
             years_between("time", "dob").alias("age"),
         )
         # Codes as Categorical: the builder normalises and validates each distinct code once.

@@ -69,11 +69,15 @@ class Mimic4Source:
             "patients",
         ).select("subject_id", parse_sex("gender").alias("sex"), "anchor_age", "anchor_year")
         admissions = raw.scan(
-            admissions_csv, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8}, "admissions"
+            admissions_csv,
+            {"subject_id": pl.Int64, "hadm_id": pl.Int64, "admittime": pl.Utf8},
+            "admissions",
+            optional={"dischtime": pl.Utf8},
         ).select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
             parse_datetime("admittime").alias("time"),
+            parse_datetime("dischtime").alias("end"),
         )
         visits = admissions.join(
             patients.select("subject_id", "anchor_age", "anchor_year"), on="subject_id", how="left"
@@ -81,6 +85,7 @@ class Mimic4Source:
             "subject_id",
             "visit_id",
             "time",
+            "end",
             (pl.col("anchor_age") + pl.col("time").dt.year().cast(pl.Int64) - pl.col("anchor_year"))
             .cast(pl.Float64)
             .alias("age"),

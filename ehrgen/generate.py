@@ -53,6 +53,7 @@ from ehrgen.sampling.constraints import VisitConstraints
 from ehrgen.sampling.demographics import DemographicsModel, requested_demographics
 from ehrgen.sampling.hierarchical import CodeExpander, GivenCodes
 from ehrgen.sampling.sampler import Sampler, SamplingConfig, tokens_to_visits
+from ehrgen.sampling.times import sample_visit_times, with_times
 from ehrgen.sampling.writers import SyntheticCohortWriter, synthetic_id_offset, write_meds, write_mimic3_csv
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,11 @@ class PatientGenerator:
             visits = self.expander.expand(tokens, age, sex, index, self.sampler.seed, c.validity, given)
         else:
             visits = tokens_to_visits(tokens, c.items, c.lo)
+        if self.sampler.model.time_head is not None:
+            times = sample_visit_times(
+                self.sampler.model, tokens, age, sex, index, self.sampler.seed, encoder_ids
+            )
+            visits = with_times(visits, times)
         return pl.DataFrame(
             {
                 "sex": pl.Series(np.asarray(sex, dtype=np.int8)),

@@ -27,12 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ehrgen.data.cohort import Cohort
 from ehrgen.data.vocab import Tokenizer, tokenizer_from_dict
 from ehrgen.errors import InputError
 from ehrgen.metrics.lm import CodeAccuracy, Perplexity, ReconstructionJaccard, TokenAccuracy, code_positions
 from ehrgen.models.losses import IGNORE_INDEX, PromptBartLoss, cooc_from_tensors, cooc_to_tensors
 from ehrgen.models.prompt_bart import EOS_ID, PAD_ID, PromptBart, PromptBartOutput, advance_history
-from ehrgen.privacy.small_cells import suppress
+from ehrgen.models.visit_times import time_support, visits_time_labels
+from ehrgen.privacy.small_cells import MIN_CELL, suppress
 
 MASK_ID = 6
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "age", "sex")
@@ -148,6 +150,13 @@ class PromptBartModule(LightningModule):
         shared.data = suppress(shared.data)
         shared.eliminate_zeros()
         self._cooc = cooc_to_tensors(shared)
+
+    def set_time_support(self, cohort: Cohort) -> None:
+        """Limit generated visit times to the bins the train split occupies (small-cell safe)."""
+        visits = cohort.read("train").select("visits").to_arrow().column("visits")
+        labels, _ = visits_time_labels(visits)
+        support = time_support(labels, MIN_CELL)
+        self.model.time_head.support.copy_(torch.tensor(support))
 
     # ------------------------------------------------------------------ steps
 

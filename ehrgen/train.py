@@ -124,6 +124,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = PromptBartModule(
         model=cfg.model, tokenizer=tokenizer.to_dict(), cooc=token_cooccurrence(cohort.path, tokenizer)
     )
+    if module.model.time_head is not None:
+        module.set_time_support(cohort)
 
     _wandb_ready(cfg, run_dir)
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))

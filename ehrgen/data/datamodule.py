@@ -45,6 +45,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -53,6 +54,7 @@ from ehrgen.data.cohort import SPLITS, Cohort
 from ehrgen.data.corruption import CorruptionConfig, corrupt_batch
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END, VISIT_START, Tokenizer
 from ehrgen.errors import InputError
+from ehrgen.models.visit_times import visits_time_labels
 
 LABEL_PAD = -100
 _MIN_LENGTH = 5  # <s> <v> code <\v> </s>
@@ -75,6 +77,12 @@ def truncate_oldest(ids: np.ndarray, max_length: int) -> np.ndarray:
         return np.concatenate([[BOS], ids[fits[0] :]])
     last = starts[-1]
     return np.concatenate([[BOS], ids[last : last + max_length - 3], [VISIT_END, EOS]])
+
+
+def _time_labels(visits: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """Per patient, ``[n_visits, 2]`` (gap bin, stay bin) of each visit (:mod:`ehrgen.models.visit_times`)."""
+    labels, n = visits_time_labels(visits)
+    return np.split(labels, np.cumsum(n)[:-1])
 
 
 def pad_stack(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,10 +288,11 @@ class CohortIterableDataset(IterableDataset):
             files[fid] = pq.ParquetFile(self.files[fid], memory_map=True)
         table = files[fid].read_row_group(int(self.group_index[group]), columns=_COLUMNS).take(rows)
         tokens = self.tokenizer.encode_batch(table.column("visits"))
+        times = _time_labels(table.column("visits"))
         age = table.column("age").to_numpy().astype(np.float32)
         sex = table.column("sex").to_numpy().astype(np.int64)
         sid = table.column("subject_id").to_numpy().astype(np.int64)
-        return zip(keys.tolist(), zip(tokens, age, sex, sid, strict=True), strict=True)
+        return zip(keys.tolist(), zip(tokens, age, sex, sid, times, strict=True), strict=True)
 
     def collate(
         self, rows: list[tuple[np.ndarray, float, int, int]], epoch: int, batch_index: int
@@ -298,6 +307,12 @@ class CohortIterableDataset(IterableDataset):
         input_ids, attention_mask = pad_stack(encoder, PAD)
         decoder_input_ids, decoder_attention_mask = pad_stack([c[:-1] for c in clean], PAD)
         labels, _ = pad_stack([c[1:] for c in clean], LABEL_PAD)
+        # each kept visit's (gap, stay) bins where the label closes it; truncation keeps the newest
+        time_labels = torch.full((*labels.shape, 2), LABEL_PAD, dtype=torch.long)
+        for b, (c, row) in enumerate(zip(clean, rows, strict=True)):
+            closes = np.flatnonzero(c[1:] == VISIT_END)
+            if len(closes):
+                time_labels[b, closes] = torch.from_numpy(row[4][-len(closes) :])
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -306,6 +321,7 @@ class CohortIterableDataset(IterableDataset):
             "labels": labels,
             "age": torch.tensor(np.array([r[1] for r in rows], dtype=np.float32)),
             "sex": torch.tensor(np.array([r[2] for r in rows], dtype=np.int64)),
+            "time_labels": time_labels,
         }
         if self.with_subject_id:
             batch["subject_id"] = torch.tensor(np.array([r[3] for r in rows], dtype=np.int64))

@@ -57,6 +57,17 @@ def sex_loss(sex_logits: Tensor, sex: Tensor, labels: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- co-occurrence
 
 
+def visit_time_loss(gap_logits: Tensor, stay_logits: Tensor, time_labels: Tensor) -> Tensor:
+    """Cross-entropy of the gap bins plus that of the stay bins, each a mean over the visits whose
+    time is known (``time_labels [B, L, 2]``, -100 elsewhere); 0 when none is."""
+    total = gap_logits.new_zeros((), dtype=torch.float32)
+    for logits, target in ((gap_logits, time_labels[..., 0]), (stay_logits, time_labels[..., 1])):
+        keep = target != IGNORE_INDEX
+        if bool(keep.any()):
+            total = total + nn.functional.cross_entropy(_at_least_fp32(logits[keep]), target[keep])
+    return total
+
+
 def frequent_pairs(cooc: sp.spmatrix, tau: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """Sparse CSR ``F = [count >= tau]`` (``C x C``, ones), with the diagonal set.
 
@@ -404,7 +415,8 @@ def _cumsum_rows_(x: Tensor, block: int = CUMSUM_BLOCK) -> Tensor:
 
 
 class PromptBartLoss(nn.Module):
-    """``lm + w_age * age + w_sex * sex + w_cooc * cooc`` from a :class:`PromptBartOutput` and a batch."""
+    """``lm + w_age * age + w_sex * sex + w_cooc * cooc (+ w_time * time)`` from a
+    :class:`PromptBartOutput` and a batch; ``time`` when the model has a visit-time head."""
 
     def __init__(
         self,
@@ -412,6 +424,7 @@ class PromptBartLoss(nn.Module):
         w_age: float = 0.001,
         w_sex: float = 0.001,
         w_cooc: float = 0.05,
+        w_time: float = 1.0,
         tau: float = 5.0,
         age_scale: float = 100.0,
         cooc: sp.spmatrix | None = None,
@@ -420,6 +433,7 @@ class PromptBartLoss(nn.Module):
         super().__init__()
         self.token_offset = int(token_offset)
         self.w_age, self.w_sex, self.w_cooc = float(w_age), float(w_sex), float(w_cooc)
+        self.w_time = float(w_time)
         self.tau = float(tau)
         self.age_scale = float(age_scale)
         self.n_tokens = n_tokens
@@ -473,4 +487,8 @@ class PromptBartLoss(nn.Module):
         loss = (
             terms["lm"] + self.w_age * terms["age"] + self.w_sex * terms["sex"] + self.w_cooc * terms["cooc"]
         )
+        gap, stay = getattr(out, "gap_logits", None), getattr(out, "stay_logits", None)
+        if gap is not None and stay is not None and "time_labels" in batch:
+            terms["time"] = visit_time_loss(gap, stay, batch["time_labels"])
+            loss = loss + self.w_time * terms["time"]
         return {"loss": loss, **terms}

@@ -3,7 +3,7 @@
 Read top to bottom: construction (random init from ``BartConfig`` or local pretrained weights),
 ``encode`` (prompt + tokens through the encoder), ``decode_step`` (prompt + tokens through the
 decoder, incrementally with a KV cache), ``forward`` (teacher-forced training pass + auxiliary
-age/sex heads).
+age/sex heads + the visit-time head), ``visit_time_logits`` (times of generated sequences).
 
 Layout of one sequence inside BART (P = prompt_length):
 ```
@@ -31,6 +31,7 @@ from transformers.models.bart.modeling_bart import BartDecoder
 
 from ehrgen.errors import InputError
 from ehrgen.models.conditional_prompt import ConditionalPrompt
+from ehrgen.models.visit_times import VisitTimeHead
 
 PAD_ID, BOS_ID, EOS_ID = 1, 0, 2
 # <v>, <\v>; ids from 7 are codes / categories (ehrgen.data.vocab)
@@ -72,6 +73,8 @@ class PromptBartOutput:
     hidden: Tensor  # [B, Ld, d_model] last decoder layer
     age_pred: Tensor  # [B, Ld] age / age_scale, one prediction per token
     sex_logits: Tensor  # [B, Ld, 2]
+    gap_logits: Tensor | None = None  # [B, Ld, N_GAP_BINS] time to the next visit (visit-closing positions)
+    stay_logits: Tensor | None = None  # [B, Ld, N_STAY_BINS] length of the visit being closed
 
 
 class PromptBart(nn.Module):
@@ -97,6 +100,8 @@ class PromptBart(nn.Module):
         age_bands: Sequence[float] | None = None,
         age_profile_knots: Sequence[float] | None = None,
         age_profile_scale: float = 30.0,
+        visit_times: bool = False,
+        visit_times_detach: bool = True,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -189,6 +194,12 @@ class PromptBart(nn.Module):
             if knots
             else None
         )
+
+        # Visit times: each visit's stay and the gap to the next, from the decoder state that closes
+        # it (ehrgen.models.visit_times). Detached by default: the codes' model is then exactly
+        # the one trained without times, so time cannot cost code fidelity.
+        self.time_head = VisitTimeHead(d) if visit_times else None
+        self.visit_times_detach = bool(visit_times_detach)
 
     # ------------------------------------------------------------------ pieces
 
@@ -362,12 +373,40 @@ class PromptBart(nn.Module):
             decoder_input_ids, encoder, age, sex, None, decoder_attention_mask, use_cache=False
         )
         history = carry_history(decoder_input_ids, self.vocab_size) if self.carry else None
+        gap_logits, stay_logits = self._time_logits(hidden)
         return PromptBartOutput(
             logits=self._logits(hidden, history, self._profile_logits(age, sex)),
             hidden=hidden,
             age_pred=self.age_head(hidden).squeeze(-1),
             sex_logits=self.sex_head(hidden),
+            gap_logits=gap_logits,
+            stay_logits=stay_logits,
         )
+
+    def _time_logits(self, hidden: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        if self.time_head is None:
+            return None, None
+        return self.time_head(hidden.detach() if self.visit_times_detach else hidden)
+
+    def visit_time_logits(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        decoder_input_ids: Tensor,
+        decoder_attention_mask: Tensor,
+        age: Tensor,
+        sex: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Gap and stay logits at every decoder position of (generated) sequences, teacher-forced:
+        one pass after decoding, equal to the states the sampler saw step by step."""
+        if self.time_head is None:
+            raise ValueError("this model has no visit-time head (model.net.visit_times=false)")
+        encoder = self.encode(input_ids, attention_mask, age, sex)
+        hidden, _ = self._decode(
+            decoder_input_ids, encoder, age, sex, None, decoder_attention_mask, use_cache=False
+        )
+        gap, stay = self.time_head(hidden)
+        return self.time_head.masked(gap, 0), self.time_head.masked(stay, 1)
 
 
 def carry_history(ids: Tensor, vocab_size: int) -> Tensor:

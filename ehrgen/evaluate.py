@@ -29,8 +29,10 @@ from ehrgen.metrics.cohort_arrays import Level, patient_stats
 from ehrgen.metrics.conditioning import classifier_accuracy, stratum_fidelity, stratum_name
 from ehrgen.metrics.fidelity import LevelComparison
 from ehrgen.metrics.inputs import EvalInputs, load_inputs
+from ehrgen.metrics.timing import TimeComparison
 from ehrgen.metrics.utility import tstr
 from ehrgen.metrics.validity import per_patient_quantities, ratio_stat
+from ehrgen.models.visit_times import GAP_EDGES_DAYS, STAY_EDGES_DAYS
 from ehrgen.privacy import blocks as neighbour_blocks
 from ehrgen.privacy.neighbors import Neighbours
 from ehrgen.privacy.suite import PrivacyConfig, privacy_metrics
@@ -43,6 +45,9 @@ SUMMARY = (
     "fidelity/code/prevalence_r2",
     "fidelity/code/cooccurrence_r2",
     "fidelity/code/transition_r2",
+    "time/gap/ks",
+    "time/stay/ks",
+    "time/readmit30/ratio",
     "conditioning/classifier/sex_accuracy/ratio",
     "validity/violation_rate_any",
     "validity/unknown_code_rate",
@@ -123,6 +128,43 @@ def _conditioning(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs:
         )
         figs["strata"] = plots.stratum_heatmap(values, strata, cols)
     return warnings + warn2
+
+
+def _timing(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:
+    c, t = cfg.conditioning, cfg.timing
+    kwargs = {
+        "age_edges": [float(x) for x in c.age_edges],
+        "min_stratum_patients": int(c.min_stratum_patients),
+        "top_k": int(t.top_k),
+        "min_visits": int(t.min_visits),
+    }
+    cmp = TimeComparison(inp.real, inp.synthetic, **kwargs)
+    if not (cmp.times[0].any_times and cmp.times[1].any_times):
+        which = "real" if not cmp.times[0].any_times else "synthetic"
+        return [f"the {which} cohort has no visit times (gaps or stays): time metrics are not computed"]
+    sizes = {"real": inp.real.n_patients, "synthetic": inp.synthetic.n_patients}
+    metrics.update(_prefixed("time", bootstrap(cmp.stats, sizes, boot, stream=60)))
+    if cfg.fidelity.holdout_reference:
+        ref = TimeComparison(inp.real, inp.holdout, groups=("real", "holdout"), **kwargs)
+        if ref.times[1].any_times:
+            sizes = {"real": inp.real.n_patients, "holdout": inp.holdout.n_patients}
+            metrics.update(_prefixed("reference/time", bootstrap(ref.stats, sizes, boot, stream=61)))
+    if cfg.report.enabled:
+        real, syn = cmp.times
+        panels = {
+            "gap to the next admission": (
+                GAP_EDGES_DAYS,
+                real.gap[np.isfinite(real.gap)],
+                syn.gap[np.isfinite(syn.gap)],
+            ),
+            "length of stay": (
+                STAY_EDGES_DAYS,
+                real.stay[np.isfinite(real.stay)],
+                syn.stay[np.isfinite(syn.stay)],
+            ),
+        }
+        figs["times"] = plots.time_histograms({k: v for k, v in panels.items() if len(v[1]) and len(v[2])})
+    return []
 
 
 def _validity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> None:
@@ -282,6 +324,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     stages = [
         ("fidelity", lambda: _fidelity(inp, cfg, boot, figs, metrics)),
         ("conditioning", lambda: _conditioning(inp, cfg, boot, figs, metrics)),
+        ("timing", lambda: _timing(inp, cfg, boot, figs, metrics)),
         ("validity", lambda: _validity(inp, cfg, boot, figs, metrics)),
         ("privacy", lambda: _privacy(inp, cfg, boot, figs, metrics, neighbours)),
         ("utility", lambda: _utility(inp, cfg, boot, metrics)),

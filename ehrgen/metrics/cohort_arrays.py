@@ -33,6 +33,8 @@ class RawCohort:
     code_ptr: np.ndarray  # [n_visits + 1]
     local_codes: np.ndarray  # int32 indices into ``dictionary``
     dictionary: np.ndarray  # str
+    visit_time: np.ndarray | None = None  # [n_visits] admission, epoch seconds (NaN: unknown)
+    visit_end: np.ndarray | None = None  # [n_visits] end (discharge), epoch seconds (NaN: unknown)
 
 
 @dataclass
@@ -47,6 +49,8 @@ class CohortArrays:
     code_ptr: np.ndarray
     codes: np.ndarray
     vocab: np.ndarray = field(repr=False)
+    visit_time: np.ndarray | None = field(default=None, repr=False)  # as in RawCohort
+    visit_end: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_patients(self) -> int:
@@ -78,6 +82,8 @@ class CohortArrays:
             code_ptr,
             self.codes[entries],
             self.vocab,
+            None if self.visit_time is None else self.visit_time[visits],
+            None if self.visit_end is None else self.visit_end[visits],
         )
 
 
@@ -127,7 +133,23 @@ def read_cohort(cohort: Cohort, splits: Sequence[str], label: str) -> RawCohort:
         code_ptr=_offsets(codes_list.value_lengths()),
         local_codes=encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32),
         dictionary=np.asarray(encoded.dictionary.to_pylist(), dtype=str),
+        visit_time=_seconds(visit_struct, "time"),
+        visit_end=_seconds(visit_struct, "end"),
     )
+
+
+def _seconds(visit_struct: pa.StructArray, name: str) -> np.ndarray:
+    """A visit timestamp field as epoch seconds (float64, NaN where null or absent)."""
+    if visit_struct.type.get_field_index(name) < 0:
+        return np.full(len(visit_struct), np.nan)
+    return epoch_seconds(pc.struct_field(visit_struct, name))
+
+
+def epoch_seconds(timestamps: pa.Array) -> np.ndarray:
+    """Timestamps as epoch seconds (float64, NaN where null)."""
+    us = timestamps.cast(pa.timestamp("us")).cast(pa.int64())
+    seconds = us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6
+    return np.where(us.is_null().to_numpy(zero_copy_only=False), np.nan, seconds)
 
 
 def shared_vocabulary(*raws: RawCohort) -> np.ndarray:
@@ -140,7 +162,16 @@ def encode(raw: RawCohort, vocab: np.ndarray) -> CohortArrays:
     lookup = np.searchsorted(vocab, raw.dictionary).astype(np.int32)
     codes = lookup[raw.local_codes] if len(raw.local_codes) else np.zeros(0, np.int32)
     return CohortArrays(
-        raw.label, raw.subject_id, raw.sex, raw.age, raw.visit_ptr, raw.code_ptr, codes, vocab
+        raw.label,
+        raw.subject_id,
+        raw.sex,
+        raw.age,
+        raw.visit_ptr,
+        raw.code_ptr,
+        codes,
+        vocab,
+        raw.visit_time,
+        raw.visit_end,
     )
 
 

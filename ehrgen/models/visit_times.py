@@ -46,12 +46,15 @@ def from_bins(bins: np.ndarray, u: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(np.where(bins == 0, u * hi, log_uniform), lo, np.nextafter(hi, 0))
 
 
-def visit_time_labels(time_s: np.ndarray, end_s: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """``[n_visits, 2]`` (gap bin, stay bin) of visits in patient order.
+def visit_time_values(
+    time_s: np.ndarray, end_s: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(gap, stay)`` in days of visits in patient order (NaN where unknown).
 
     ``time_s``/``end_s``: admission and discharge in epoch seconds (float, NaN when unknown; an
     end before its admission counts as unknown); ``last``: whether each visit is its patient's
-    last (no gap). Unknown times give :data:`IGNORE`. A gap below 0 (overlapping stays) is 0.
+    last (no gap). The gap runs from the end when known, else from the admission, to the next
+    admission; below 0 (overlapping stays) it is 0.
     """
     time_s = np.asarray(time_s, dtype=np.float64)
     end_s = np.asarray(end_s, dtype=np.float64)
@@ -59,9 +62,22 @@ def visit_time_labels(time_s: np.ndarray, end_s: np.ndarray, last: np.ndarray) -
     stay = np.where(known_end, (end_s - time_s) / DAY_S, np.nan)
     start_of_gap = np.where(known_end, end_s, time_s)
     next_time = np.roll(time_s, -1)
-    gap = np.where(np.asarray(last, dtype=bool), np.nan, np.maximum(next_time - start_of_gap, 0) / DAY_S)
-    gap = np.where(np.isnan(next_time - start_of_gap), np.nan, gap)
+    gap = np.maximum(next_time - start_of_gap, 0) / DAY_S  # NaN stays NaN
+    return np.where(np.asarray(last, dtype=bool), np.nan, gap), stay
+
+
+def visit_time_labels(time_s: np.ndarray, end_s: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``[n_visits, 2]`` (gap bin, stay bin) of :func:`visit_time_values`; unknown -> :data:`IGNORE`."""
+    gap, stay = visit_time_values(time_s, end_s, last)
     return np.stack([to_bins(gap, GAP_EDGES_DAYS), to_bins(stay, STAY_EDGES_DAYS)], axis=1)
+
+
+def last_visit_mask(visits_per_patient: np.ndarray) -> np.ndarray:
+    """Whether each visit (patients in order) is its patient's last."""
+    n = np.asarray(visits_per_patient, dtype=np.int64)
+    last = np.zeros(int(n.sum()), dtype=bool)
+    last[np.cumsum(n[n > 0]) - 1] = True
+    return last
 
 
 def visits_time_labels(visits: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +90,10 @@ def visits_time_labels(visits: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, 
 
     def seconds(field: str) -> np.ndarray:
         us = pc.struct_field(inner, field).cast(pa.timestamp("us")).cast(pa.int64())
-        return pc.divide(pc.cast(us, pa.float64()), 1e6).to_numpy(zero_copy_only=False)
+        values = us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6
+        return np.where(us.is_null().to_numpy(zero_copy_only=False), np.nan, values)
 
-    last = np.zeros(int(n.sum()), dtype=bool)
-    last[np.cumsum(n[n > 0]) - 1] = True
-    return visit_time_labels(seconds("time"), seconds("end"), last), n
+    return visit_time_labels(seconds("time"), seconds("end"), last_visit_mask(n)), n
 
 
 def time_support(labels: np.ndarray, min_cell: int) -> list[list[int]]:

@@ -6,6 +6,37 @@ import re
 
 # (pattern on the metric name's last part, ideal, reading). First match wins.
 _HELP: list[tuple[str, str, str]] = [
+    (
+        r"stratum/[^/]+/ks$",
+        "≈ holdout",
+        "KS distance of the gap (or stay) distributions within one age x sex stratum",
+    ),
+    (r"stratum_ks_worst$", "≈ holdout", "largest per-stratum KS distance of the gaps (or stays)"),
+    (r"stratum_ks_mean$", "≈ holdout", "mean per-stratum KS distance of the gaps (or stays)"),
+    (
+        r"gap/ks$",
+        "0",
+        "KS distance between the distributions of the gap from a visit's end to the next admission",
+    ),
+    (r"gap/w1_days$", "0", "Wasserstein-1 distance between the gap distributions (days)"),
+    (r"stay/ks$", "0", "KS distance between the length-of-stay distributions"),
+    (r"stay/w1_days$", "0", "Wasserstein-1 distance between the length-of-stay distributions (days)"),
+    (r"readmit30/ratio$", "1", "share of visits followed by an admission within 30 days, synthetic / real"),
+    (
+        r"readmit30/real$",
+        "-",
+        "share of real visits followed by an admission within 30 days of the discharge",
+    ),
+    (
+        r"readmit30/\w+$",
+        "= real",
+        "share of the compared cohort's visits followed by an admission within 30 days",
+    ),
+    (
+        r"gap_given_category_r2$",
+        "1",
+        "R^2 of the mean log(1 + gap days) after visits holding each frequent category, vs real",
+    ),
     (r"jsd$", "0", "Jensen-Shannon divergence of code frequencies (bits); 0 same distribution, 1 disjoint"),
     (r"prevalence_r2$", "1", "R^2 of synthetic vs real per-code patient prevalence around the identity line"),
     (r"prevalence_pearson$", "1", "linear correlation of per-code prevalence (ignores scale errors)"),

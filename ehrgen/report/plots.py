@@ -155,3 +155,23 @@ def copy_rate_by_epoch(history: Sequence[Mapping[str, float]], stopped_epoch: in
     ax.set_title("Exact copies of training patients during training")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def time_histograms(panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+    """One panel per ``title -> (bin edges in days, real values, synthetic values)``: the share of
+    visits per log-spaced bin. Real bins of 1..10 visits are drawn as 0 (small-cell rule)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for ax, (title, (edges, real, syn)) in zip(axes[0], panels.items(), strict=True):
+        hidden = 0
+        shown_edges = np.r_[edges[1] / 2, edges[1:]]  # the [0, 1 h) bin drawn on the log axis
+        for data, label in ((real, "real"), (syn, "synthetic")):
+            counts = np.histogram(np.clip(data, 0, edges[-1] * (1 - 1e-12)), bins=edges)[0]
+            if label == "real":
+                hidden = int((~reportable(counts)).sum())
+                counts = suppress(counts)
+            ax.stairs(counts / max(len(data), 1), shown_edges, lw=1.5, label=label)
+        _small_cell_note(ax, hidden, "bins")
+        ax.set(title=title, xscale="log", xlabel="days", ylabel="share of visits")
+        ax.axvline(30.0, color="k", lw=0.6, ls=":") if "gap" in title else None
+        ax.legend(fontsize=8)
+    return _png(fig)

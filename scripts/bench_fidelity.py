@@ -20,6 +20,9 @@ implementation of every metric):
   below the floor's;
 * **<model>**: the synthetic cohort vs truth A, with its ratio to the floor.
 
+Visit times (gaps, stays, 30-day readmissions, the gap given the previous visit's categories) are
+scored the same way, truth B's times giving their floor.
+
 Exact copies: share of a cohort's patients whose set of codes equals a training patient's
 (``privacy/jaccard/copy_rate`` with the training split as real); the floor is truth A's own
 collision rate with the training split. Everything lands in ``--out`` (cohorts, runs, synthetic
@@ -61,6 +64,14 @@ ROWS: list[tuple[str, str, str]] = [
     ("per-code age profile gap, years", "fidelity/code/age_profile_gap", "lower"),
     ("per-code female share gap", "fidelity/code/female_profile_gap", "lower"),
     ("validity violations (patients)", "validity/violation_rate_any", "lower"),
+    ("gap to the next admission, KS", "time/gap/ks", "lower"),
+    ("gap, Wasserstein-1 (days)", "time/gap/w1_days", "lower"),
+    ("gap KS per stratum, worst", "time/gap/stratum_ks_worst", "lower"),
+    ("length of stay, KS", "time/stay/ks", "lower"),
+    ("stay, Wasserstein-1 (days)", "time/stay/w1_days", "lower"),
+    ("stay KS per stratum, worst", "time/stay/stratum_ks_worst", "lower"),
+    ("30-day readmission share (truth {real})", "time/readmit30/synthetic", "ratio"),
+    ("gap given the previous visit's categories R²", "time/gap_given_category_r2", "higher"),
 ]
 
 
@@ -153,7 +164,7 @@ def evaluate(
 
     target = out / "evaluations" / name
     if not (target / "metrics.json").is_file():
-        enabled = ["privacy"] if privacy else ["fidelity", "conditioning", "validity"]
+        enabled = ["privacy"] if privacy else ["fidelity", "conditioning", "timing", "validity"]
         overrides = [
             f"real={real}",
             f"synthetic={other}",
@@ -165,7 +176,7 @@ def evaluate(
             "report.enabled=false",
             "privacy.distances=[jaccard]",
             "privacy.max_records=1000000",
-            *(f"{stage}.enabled={stage in enabled}" for stage in ("fidelity", "conditioning", "validity", "privacy", "utility")),
+            *(f"{stage}.enabled={stage in enabled}" for stage in ("fidelity", "conditioning", "timing", "validity", "privacy", "utility")),
             *(f"splits.{role}={value}" for role, value in splits.items()),
         ]  # fmt: skip
         run(compose("evaluate", overrides))
@@ -242,7 +253,9 @@ def table(results: dict[str, Any]) -> str:
     ]
     for label, key, kind in ROWS:
         real = floor["metrics"].get(
-            key.replace("/carry_over", "/carry_over_real").replace("_mean", "_mean_real")
+            key.replace("/carry_over", "/carry_over_real")
+            .replace("_mean", "_mean_real")
+            .replace("readmit30/synthetic", "readmit30/real")
         )
         label = label.format(real=f"{real:.3g}" if real is not None else "?")
         f = floor["metrics"].get(key, math.nan)
@@ -338,7 +351,7 @@ def main() -> None:
         copy_splits = {"real": "[train]", "synthetic": synthetic_splits, "holdout": "[test]"}
         copies = evaluate(out, f"{name}-copies", train_cohort, other, train_cohort, copy_splits, privacy=True)
         return {
-            "metrics": {k: _value(m, k) for k in m if k.startswith(("fidelity/", "validity/"))},
+            "metrics": {k: _value(m, k) for k in m if k.startswith(("fidelity/", "validity/", "time/"))},
             "strata": strata_jsd(m),
             "copy_rate": _value(copies, "privacy/jaccard/copy_rate"),
         }

@@ -185,7 +185,7 @@ class PromptBartModule(LightningModule):
                     prog_bar=name == "loss",
                     batch_size=size,
                 )
-        return losses["loss"]
+        return self.loss_fn.objective(losses)
 
     def _is_logging_step(self) -> bool:
         """Whether Lightning writes step-level metrics after this optimizer step."""
@@ -195,7 +195,7 @@ class PromptBartModule(LightningModule):
         return (self.global_step + 1) % max(1, trainer.log_every_n_steps) == 0 or trainer.should_stop
 
     def _check_finite(self, losses: Mapping[str, Tensor]) -> None:
-        if bool(torch.isfinite(losses["loss"])):
+        if bool(torch.isfinite(self.loss_fn.objective(losses))):
             return
         terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         raise FloatingPointError(

@@ -127,6 +127,33 @@ def test_time_loss_known_answer_and_detached_head() -> None:
         np.log(N_GAP_BINS) + np.log(N_STAY_BINS)
     )
 
+    # the time term is in the training objective, not in ``loss`` (what checkpoints monitor)
+    from types import SimpleNamespace
+
+    from ehrgen.models.losses import PromptBartLoss
+
+    loss_fn = PromptBartLoss(token_offset=7, w_time=0.5)
+    out = SimpleNamespace(
+        logits=torch.zeros(1, 3, 10),
+        age_pred=torch.zeros(1, 3),
+        sex_logits=torch.zeros(1, 3, 2),
+        gap_logits=gap,
+        stay_logits=stay,
+    )
+    batch = {
+        "labels": torch.tensor([[7, 8, 9]]),
+        "decoder_input_ids": torch.tensor([[0, 7, 8]]),
+        "age": torch.tensor([50.0]),
+        "sex": torch.tensor([0]),
+        "time_labels": labels,
+    }
+    terms = loss_fn(out, batch)
+    assert terms["time"].item() == pytest.approx(np.log(N_GAP_BINS) + np.log(N_STAY_BINS))
+    assert terms["loss"].item() == pytest.approx(
+        terms["lm"].item() + 0.001 * terms["age"].item() + 0.001 * terms["sex"].item()
+    )
+    assert loss_fn.objective(terms).item() == pytest.approx(terms["loss"].item() + 0.5 * terms["time"].item())
+
     torch.manual_seed(0)
     kw = dict(vocab_size=20, d_model=16, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=32)
     ids = torch.tensor([[BOS, V, 9, 10, E, V, 11, E]])

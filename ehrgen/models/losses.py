@@ -415,8 +415,8 @@ def _cumsum_rows_(x: Tensor, block: int = CUMSUM_BLOCK) -> Tensor:
 
 
 class PromptBartLoss(nn.Module):
-    """``lm + w_age * age + w_sex * sex + w_cooc * cooc (+ w_time * time)`` from a
-    :class:`PromptBartOutput` and a batch; ``time`` when the model has a visit-time head."""
+    """``loss = lm + w_age * age + w_sex * sex + w_cooc * cooc`` from a :class:`PromptBartOutput`
+    and a batch, and ``time`` when the model has a visit-time head (:meth:`objective` adds it)."""
 
     def __init__(
         self,
@@ -490,5 +490,12 @@ class PromptBartLoss(nn.Module):
         gap, stay = getattr(out, "gap_logits", None), getattr(out, "stay_logits", None)
         if gap is not None and stay is not None and "time_labels" in batch:
             terms["time"] = visit_time_loss(gap, stay, batch["time_labels"])
-            loss = loss + self.w_time * terms["time"]
         return {"loss": loss, **terms}
+
+    def objective(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """What training minimises: ``loss`` (the code model's, which checkpoints monitor as
+        ``val/loss``) plus ``w_time * time``. Time stays out of ``loss`` so that adding the time
+        head does not change which epoch is kept."""
+        if "time" not in losses:
+            return losses["loss"]
+        return losses["loss"] + self.w_time * losses["time"]

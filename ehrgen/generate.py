@@ -28,6 +28,8 @@ from typing import Any
 import hydra
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -47,13 +49,14 @@ from ehrgen.data.vocab import (
     tokenizer_from_dict,
 )
 from ehrgen.errors import InputError, one_line_errors
+from ehrgen.metrics.cohort_arrays import epoch_seconds
 from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
 from ehrgen.options import number
 from ehrgen.sampling.constraints import VisitConstraints
 from ehrgen.sampling.demographics import DemographicsModel, requested_demographics
 from ehrgen.sampling.hierarchical import CodeExpander, GivenCodes
 from ehrgen.sampling.sampler import Sampler, SamplingConfig, tokens_to_visits
-from ehrgen.sampling.times import sample_visit_times, with_times
+from ehrgen.sampling.times import KnownTimes, sample_visit_times, with_times
 from ehrgen.sampling.writers import SyntheticCohortWriter, synthetic_id_offset, write_meds, write_mimic3_csv
 
 log = logging.getLogger(__name__)
@@ -137,8 +140,10 @@ class PatientGenerator:
         encoder_ids: list[np.ndarray] | None = None,
         prefix: list[np.ndarray] | None = None,
         given: GivenCodes | None = None,
+        known: KnownTimes | None = None,
     ) -> pl.DataFrame:
-        """Rows for patients ``index``; ``given``: real codes behind hierarchical prefixes."""
+        """Rows for patients ``index``; ``given``: real codes behind hierarchical prefixes;
+        ``known``: real times of the prefixes' visits."""
         tokens = self.sampler.sample(age, sex, index, encoder_ids, prefix)
         c = self.sampler.constraints
         if self.expander is not None:
@@ -147,7 +152,7 @@ class PatientGenerator:
             visits = tokens_to_visits(tokens, c.items, c.lo)
         if self.sampler.model.time_head is not None:
             times = sample_visit_times(
-                self.sampler.model, tokens, age, sex, index, self.sampler.seed, encoder_ids
+                self.sampler.model, tokens, age, sex, index, self.sampler.seed, encoder_ids, known
             )
             visits = with_times(visits, times)
         return pl.DataFrame(
@@ -186,6 +191,23 @@ def conditional_prompts(
             prefix.append(head)
             encoder.append(np.concatenate([head, [MASK, VISIT_END, EOS]]))
     return encoder, prefix, dropped
+
+
+def prefix_times(
+    visits: pa.Array | pa.ChunkedArray, prefix: list[np.ndarray], dropped: np.ndarray
+) -> KnownTimes:
+    """Real admission and end times of the visits each conditional prefix keeps: visits
+    ``dropped[i] ..`` of patient ``i``, as many as the prefix opens."""
+    if isinstance(visits, pa.ChunkedArray):
+        visits = visits.combine_chunks()
+    n_known = np.array([int((np.asarray(p) == VISIT_START).sum()) for p in prefix], dtype=np.int64)
+    first = visits.offsets.to_numpy()[:-1] - visits.offsets[0].as_py()
+    within = np.arange(int(n_known.sum())) - np.repeat(np.cumsum(n_known) - n_known, n_known)
+    src = np.repeat(first + np.asarray(dropped, dtype=np.int64), n_known) + within
+    inner = visits.flatten()
+    admit = epoch_seconds(pc.struct_field(inner, "time"))
+    end = epoch_seconds(pc.struct_field(inner, "end"))
+    return KnownTimes(admit[src], end[src], n_known)
 
 
 # ----------------------------------------------------------------------------- demographics
@@ -465,7 +487,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         lengths = np.array([len(p) for p in prefix], dtype=np.int64)
                         given = GivenCodes(ckpt.tokenizer.encode_codes_batch(visits), lengths, dropped)
                     age, sex = rows["age"].to_numpy(), rows["sex"].to_numpy()
-                    frame = generator(age, sex, index, enc, prefix, given)
+                    known = prefix_times(visits, prefix, dropped)
+                    frame = generator(age, sex, index, enc, prefix, given, known)
                 writer.add(frame)
                 bar.update(len(index))
         seconds = time.perf_counter() - started

@@ -24,6 +24,7 @@ from ehrgen.data.corruption import content_mask
 from ehrgen.data.datamodule import CohortDataModule, truncate_oldest
 from ehrgen.data.rules import VALIDITY_RULES
 from ehrgen.data.vocab import UNK, build_tokenizer
+from ehrgen.data.vocab import VISIT_START as V_START
 from ehrgen.errors import InputError
 from ehrgen.generate import PatientGenerator, conditional_prompts, load_checkpoint, run
 from ehrgen.module import PromptBartModule
@@ -219,9 +220,21 @@ def test_conditional_mode_keeps_each_patients_prefix(
     np.testing.assert_array_equal(synthetic["sex"].to_numpy(), real["sex"].to_numpy())
     tokenizer = load_checkpoint(ckpts["full"]).tokenizer
     seqs = tokenizer.encode_batch(real["visits"].to_arrow())
-    _, prefixes, _ = conditional_prompts(seqs, 0.5, MAX_LENGTH)
-    n_kept = n_checked = 0
-    for prefix, seq, generated in zip(prefixes, seqs, synthetic["visits"].to_list(), strict=True):
+    _, prefixes, dropped = conditional_prompts(seqs, 0.5, MAX_LENGTH)
+    n_kept = n_checked = n_timed = 0
+    real_visits = real["visits"].to_list()
+    for i, (prefix, seq, generated) in enumerate(
+        zip(prefixes, seqs, synthetic["visits"].to_list(), strict=True)
+    ):
+        # the prefix's visits keep their real admission and discharge; later ones follow them
+        n_prefix = int((prefix == V_START).sum())
+        kept_real = real_visits[i][dropped[i] : dropped[i] + n_prefix]
+        assert [(v["time"], v["end"]) for v in generated[:n_prefix]] == [
+            (v["time"], v["end"]) for v in kept_real
+        ]
+        for a, b in zip(generated[max(n_prefix - 1, 0) :], generated[n_prefix:], strict=False):
+            assert a["end"] <= b["time"]
+        n_timed += n_prefix
         n_items = int(content_mask(truncate_oldest(seq, MAX_LENGTH - 1)).sum())
         assert int(content_mask(prefix).sum()) == math.floor(0.5 * n_items)
         if (prefix == UNK).any():  # codes unknown to the vocabulary are not written back
@@ -233,7 +246,7 @@ def test_conditional_mode_keeps_each_patients_prefix(
             assert got[len(kept) - 1][: len(kept[-1])] == kept[-1]  # the open visit starts the same
         n_kept += sum(len(v) for v in kept)
         n_checked += 1
-    assert n_checked > 0.7 * real.height and n_kept > 20
+    assert n_checked > 0.7 * real.height and n_kept > 20 and n_timed > 20
 
 
 def test_hierarchical_conditional_keeps_the_real_codes_of_the_prefix(

@@ -23,7 +23,7 @@ import torch
 from ehrgen.data.datamodule import pad_stack
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END
 from ehrgen.models.prompt_bart import PromptBart
-from ehrgen.models.visit_times import GAP, GAP_EDGES_DAYS, STAY, STAY_EDGES_DAYS, from_bins
+from ehrgen.models.visit_times import GAP, GAP_EDGES_DAYS, STAY, STAY_EDGES_DAYS, from_bins, visit_time_values
 from ehrgen.sampling.sampler import counter_uniforms, inverse_cdf, patient_keys, visit_structure
 from ehrgen.sampling.writers import FIRST_ADMISSION_WINDOW, _epoch_s
 
@@ -31,6 +31,17 @@ _TIME_STREAM = 3
 _ANCHOR_STREAM = 4
 _DAY_S = 86_400.0
 _MINUTE_S = 60
+
+
+@dataclass
+class KnownTimes:
+    """Real times of the first ``n_known[i]`` visits of each generated patient (conditional
+    generation keeps them): admission and end in epoch seconds (end NaN when unknown), flat over
+    those visits in order."""
+
+    admit_s: np.ndarray
+    end_s: np.ndarray
+    n_known: np.ndarray
 
 
 @dataclass
@@ -69,8 +80,13 @@ def sample_visit_times(
     index: np.ndarray,
     seed: int,
     encoder_ids: Sequence[np.ndarray] | None = None,
+    known: KnownTimes | None = None,
 ) -> VisitTimes:
-    """Admission and end times of every visit in ``tokens [B, L]`` (sampler output)."""
+    """Admission and end times of every visit in ``tokens [B, L]`` (sampler output).
+
+    ``known``: real times of each patient's first visits (a conditional prefix), kept as they
+    are; the generated visits after them follow from the last one's end and generated gap.
+    """
     head = model.time_head
     assert head is not None
     device = next(model.parameters()).device
@@ -110,8 +126,37 @@ def sample_visit_times(
     lo, hi = (_epoch_s(d) for d in FIRST_ADMISSION_WINDOW)
     anchor = counter_uniforms(patient_keys(np.asarray(index, dtype=np.int64), seed, _ANCHOR_STREAM), 1)[:, 0]
     first_s = lo + np.floor(anchor * (hi - lo) / _MINUTE_S) * _MINUTE_S
+    if known is not None:
+        first_s, stay_s, gap_s = _keep_known(known, n_visits, number, first_s, stay_s, gap_s)
     admit, end = chain(first_s, stay_s, gap_s, n_visits)
     return VisitTimes(admit, end, n_visits)
+
+
+def _keep_known(
+    known: KnownTimes,
+    n_visits: np.ndarray,
+    number: np.ndarray,
+    first_s: np.ndarray,
+    stay_s: np.ndarray,
+    gap_s: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First admissions, stays and gaps with the real ones where visits are known: their stays,
+    the gaps between known visits; the last known visit's gap stays generated."""
+    n_known = np.minimum(known.n_known, n_visits)
+    rows = np.repeat(np.arange(len(n_visits)), n_visits)
+    is_known = number < n_known[rows]
+    # the known visits of each row, in order, from the flat real arrays
+    starts = np.cumsum(known.n_known) - known.n_known
+    src = starts[rows[is_known]] + number[is_known]
+    admit, end = known.admit_s[src], known.end_s[src]
+    last_known = number[is_known] == n_known[rows[is_known]] - 1
+    real_gap, real_stay = visit_time_values(admit, end, last_known)
+    stay_s, gap_s, first_s = stay_s.copy(), gap_s.copy(), first_s.copy()
+    stay_s[is_known] = real_stay * _DAY_S
+    gap_s[np.flatnonzero(is_known)[~last_known]] = real_gap[~last_known] * _DAY_S
+    has = n_known > 0
+    first_s[has] = known.admit_s[starts[has]]
+    return first_s, stay_s, gap_s
 
 
 def chain(

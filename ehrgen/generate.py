@@ -210,6 +210,16 @@ def prefix_times(
     return KnownTimes(admit[src], end[src], n_known)
 
 
+def prediction_times(known: KnownTimes) -> pl.Series:
+    """Per patient, the admission of the last real visit its prefix keeps (null when none)."""
+    last = np.cumsum(known.n_known) - 1
+    values = [
+        int(round(float(known.admit_s[j]) * 1e6)) if k > 0 and np.isfinite(known.admit_s[j]) else None
+        for k, j in zip(known.n_known.tolist(), last.tolist(), strict=True)
+    ]
+    return pl.Series("prediction_time", values, dtype=pl.Int64).cast(pl.Datetime("us"))
+
+
 # ----------------------------------------------------------------------------- demographics
 
 
@@ -489,6 +499,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     age, sex = rows["age"].to_numpy(), rows["sex"].to_numpy()
                     known = prefix_times(visits, prefix, dropped)
                     frame = generator(age, sex, index, enc, prefix, given, known)
+                    frame = frame.with_columns(prediction_times(known))
                 writer.add(frame)
                 bar.update(len(index))
         seconds = time.perf_counter() - started

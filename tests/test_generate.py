@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -247,6 +248,56 @@ def test_conditional_mode_keeps_each_patients_prefix(
         n_kept += sum(len(v) for v in kept)
         n_checked += 1
     assert n_checked > 0.7 * real.height and n_kept > 20 and n_timed > 20
+
+
+def test_conditional_meds_trajectories_carry_the_prediction_time(
+    cohort: Path, ckpts: dict, tmp_path: Path
+) -> None:
+    import meds
+
+    out = tmp_path / "out"
+    run(gen_cfg([f"ckpt={ckpts['full']}", "mode=conditional", f"cohort={cohort}", "split=test", f"out_dir={out}", "formats=[cohort,meds]"], tmp_path))  # fmt: skip
+    events = pl.read_parquet(out / "meds" / "data")
+    assert events["prediction_time"].null_count() == 0
+    import pyarrow.parquet as pq
+
+    for part in sorted((out / "meds" / "data").glob("*.parquet")):
+        table = pq.read_table(part)
+        assert table.schema.field("prediction_time").type == pa.timestamp("us")
+        meds.DataSchema.validate(table.drop(["hadm_id", "prediction_time"]))  # the MEDS data schema ...
+        labels = (
+            table.select(["subject_id", "prediction_time"])
+            .group_by(["subject_id", "prediction_time"])
+            .aggregate([])
+        )
+        meds.LabelSchema.validate(labels)  # ... plus the label schema's prediction time
+    assert (
+        events.group_by("subject_id").agg(pl.col("prediction_time").n_unique())["prediction_time"].max() == 1
+    )
+    # the prediction time is the admission of the last real visit kept (or birth when none was)
+    real = Cohort(cohort).read("test")
+    tokenizer = load_checkpoint(ckpts["full"]).tokenizer
+    _, prefixes, dropped = conditional_prompts(
+        tokenizer.encode_batch(real["visits"].to_arrow()), 0.5, MAX_LENGTH
+    )
+    synthetic = rows(out)
+    expected = {}
+    for sid, prefix, drop, visits in zip(
+        synthetic["subject_id"], prefixes, dropped, real["visits"].to_list(), strict=True
+    ):
+        n = int((prefix == V_START).sum())
+        expected[sid] = visits[drop + n - 1]["time"] if n else None
+    got = dict(events.select("subject_id", "prediction_time").unique().iter_rows())
+    births = dict(events.filter(pl.col("code") == "MEDS_BIRTH").select("subject_id", "time").iter_rows())
+    assert got == {sid: t if t is not None else births[sid] for sid, t in expected.items() if sid in got}
+    assert all(t is not None for t in expected.values())
+    # no real visit kept: the patient is seeded by the demographics alone, up to its birth
+    run(gen_cfg([f"ckpt={ckpts['full']}", "mode=conditional", "keep_fraction=0", f"cohort={cohort}", "split=test", f"out_dir={tmp_path / 'none'}", "formats=[meds]"], tmp_path))  # fmt: skip
+    events = pl.read_parquet(tmp_path / "none" / "meds" / "data")
+    births = events.filter(pl.col("code") == "MEDS_BIRTH").select("subject_id", pl.col("time").alias("birth"))
+    assert (
+        events.join(births, on="subject_id").filter(pl.col("prediction_time") != pl.col("birth")).height == 0
+    )
 
 
 def test_hierarchical_conditional_keeps_the_real_codes_of_the_prefix(

@@ -52,6 +52,8 @@ from ehrgen.errors import InputError
 log = logging.getLogger(__name__)
 
 SYNTHETIC_SOURCE = "synthetic"
+# Conditional generation: per subject, the time up to which real data seeded the patient.
+PREDICTION_TIMES_FILE = "prediction_times.parquet"
 VISIT_DTYPE = POLARS_SCHEMA["visits"]
 
 # ----------------------------------------------------------------------------- subject ids
@@ -150,6 +152,7 @@ class SyntheticCohortWriter:
         self._n_batches = 0
         self._counts = {"patients": 0, "visits": 0, "codes": 0}
         self._visit_ends = {"known": 0, "missing": 0}
+        self._prediction_times: list[pl.DataFrame] = []
         self._rows_per_file: list[int] = []
         self._drops: dict[str, int] = {}
         self._code_counts = pl.DataFrame(schema={"code": pl.Utf8, "count": pl.Int64, "train_count": pl.Int64})
@@ -176,7 +179,9 @@ class SyntheticCohortWriter:
     # ------------------------------------------------------------------ adding
 
     def add(self, batch: pl.DataFrame | pa.Table) -> np.ndarray:
-        """Append patients (columns ``sex``, ``age``, ``visits``); return their subject ids."""
+        """Append patients (columns ``sex``, ``age``, ``visits``, optionally ``prediction_time``:
+        where a conditional continuation starts, kept in ``metadata/prediction_times.parquet``);
+        return their subject ids."""
         if self._tmp is None:
             raise RuntimeError("SyntheticCohortWriter.add() outside its `with` block")
         frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
@@ -188,6 +193,12 @@ class SyntheticCohortWriter:
             raise InputError(f"{where}: missing column(s) {', '.join(missing)}; expected sex, age, visits")
         ids = self.id_offset + self.first_index + self._n_added + np.arange(frame.height, dtype=np.int64)
         self._n_added += frame.height
+        if "prediction_time" in frame.columns:
+            self._prediction_times.append(
+                pl.DataFrame(
+                    {"subject_id": ids, "prediction_time": frame["prediction_time"].cast(pl.Datetime("us"))}
+                )
+            )
         frame, n_visits, n_codes = self._normalise(frame.with_columns(pl.Series("subject_id", ids)), where)
         if frame.height == 0:
             return ids
@@ -374,6 +385,8 @@ class SyntheticCohortWriter:
             generation=self.generation,
             visit_ends=dict(self._visit_ends),
         )
+        if self._prediction_times:
+            pl.concat(self._prediction_times).write_parquet(tmp / "metadata" / PREDICTION_TIMES_FILE)
         write_json_atomic(tmp / "metadata" / "cohort.json", self.meta)
         for reason, n in sorted(self._drops.items()):
             log.info("synthetic cohort: dropped %d %s", n, reason.replace("_", " "))
@@ -616,6 +629,10 @@ MEDS_DATA_SCHEMA = pa.schema(
         pa.field("hadm_id", pa.int64()),  # extension column: the admission (MedsSource groups by it)
     ]
 )
+# Trajectories (conditional generation): the data schema plus each subject's prediction time.
+MEDS_TRAJECTORY_SCHEMA = MEDS_DATA_SCHEMA.append(
+    pa.field("prediction_time", pa.timestamp("us"), nullable=False)
+)
 MEDS_CODES_SCHEMA = pa.schema(
     [
         pa.field("code", pa.string(), nullable=False),
@@ -674,6 +691,14 @@ def _meds_events(patients: pl.DataFrame, visits: pl.DataFrame, hadm_start: int, 
     return events.to_arrow().cast(MEDS_DATA_SCHEMA)
 
 
+def _with_prediction_time(events: pa.Table, patients: pl.DataFrame, prediction: pl.DataFrame) -> pa.Table:
+    """Events plus each subject's prediction time (its date of birth where none is given)."""
+    times = patients.select("subject_id", "dob").join(prediction, on="subject_id", how="left")
+    times = times.select("subject_id", pl.coalesce("prediction_time", "dob").alias("prediction_time"))
+    out = pl.from_arrow(events).join(times, on="subject_id", how="left", maintain_order="left")
+    return out.to_arrow().cast(MEDS_TRAJECTORY_SCHEMA)
+
+
 def write_meds(
     cohort_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -691,9 +716,16 @@ def write_meds(
     code, in visit order) at the admission time and ``HOSPITAL_DISCHARGE``, all visit events with
     ``hadm_id``. ``metadata/``: dataset.json, codes.parquet (code, description, parent_codes as
     ``ICD9CM/<dotted code>``), subject_splits.parquet (train, tuning, held_out). Dates are the
-    ones :func:`write_mimic3_csv` draws with the same seed.
+    cohort's, or (patients without times) the ones :func:`write_mimic3_csv` draws with the same seed.
+
+    A conditional generation's cohort (``metadata/prediction_times.parquet``) gives trajectories:
+    every row also carries the subject's ``prediction_time`` (MEDS label schema: data up to and
+    including it seeded the patient; everything after it was generated), the admission of the
+    last real visit kept, or the date of birth when no visit was.
     """
     cohort = Cohort(cohort_dir)
+    pt_file = cohort.path / "metadata" / PREDICTION_TIMES_FILE
+    prediction = pl.read_parquet(pt_file) if pt_file.is_file() else None
     rng = np.random.default_rng(seed)
     with atomic_directory(out_dir, overwrite, kind="meds", inputs=[cohort_dir]) as tmp:
         (tmp / "data").mkdir()
@@ -703,6 +735,8 @@ def write_meds(
             for split, part in _cohort_parts(cohort):
                 patients, visits = _part_visits(part, rng)
                 events = _meds_events(patients, visits, hadm, code_prefix)
+                if prediction is not None:
+                    events = _with_prediction_time(events, patients, prediction)
                 pq.write_table(events, tmp / "data" / f"part-{n_files:05d}.parquet", compression="zstd")
                 n_files += 1
                 hadm += visits.height

@@ -184,6 +184,23 @@ def test_seed_batching_and_shards(ckpts: dict, tmp_path: Path) -> None:
     assert visits["time"].null_count() == 0 and visits["end"].null_count() == 0
 
 
+def test_a_checkpoint_without_the_time_head_generates_without_times(ckpts: dict, tmp_path: Path) -> None:
+    raw = torch.load(ckpts["full"], weights_only=True, map_location="cpu")
+    for where in (raw["hyper_parameters"]["model"]["net"], raw["ehrgen"]["config"]["net"]):
+        where.pop("visit_times", None)
+        where.pop("visit_times_detach", None)
+    for key in ("state_dict", "current_model_state"):
+        if raw.get(key) is not None:
+            raw[key] = {k: v for k, v in raw[key].items() if "time_head" not in k}
+    old = tmp_path / "old.ckpt"
+    torch.save(raw, old)
+    out = tmp_path / "out"
+    run(gen_cfg([f"ckpt={old}", "n_patients=8", "formats=[cohort,mimic3]", f"out_dir={out}"], tmp_path))
+    visits = rows(out).select(pl.col("visits").list.explode()).unnest("visits")
+    assert visits["time"].null_count() == visits.height  # no times: the exports draw dates
+    assert pl.read_csv(out / "mimic3" / "ADMISSIONS.csv")["ADMITTIME"].null_count() == 0
+
+
 def test_generated_times_are_monotone_and_survive_every_export(ckpts: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run(

@@ -49,7 +49,7 @@ from ehrgen.data.vocab import (
     tokenizer_from_dict,
 )
 from ehrgen.errors import InputError, one_line_errors
-from ehrgen.metrics.cohort_arrays import epoch_seconds
+from ehrgen.models.visit_times import epoch_seconds
 from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
 from ehrgen.options import number
 from ehrgen.sampling.constraints import VisitConstraints

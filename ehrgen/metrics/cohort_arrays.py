@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from ehrgen.data.codes import category_of
 from ehrgen.data.cohort import Cohort
 from ehrgen.errors import InputError
+from ehrgen.models.visit_times import epoch_seconds
 
 
 @dataclass
@@ -143,13 +144,6 @@ def _seconds(visit_struct: pa.StructArray, name: str) -> np.ndarray:
     if visit_struct.type.get_field_index(name) < 0:
         return np.full(len(visit_struct), np.nan)
     return epoch_seconds(pc.struct_field(visit_struct, name))
-
-
-def epoch_seconds(timestamps: pa.Array) -> np.ndarray:
-    """Timestamps as epoch seconds (float64, NaN where null)."""
-    us = timestamps.cast(pa.timestamp("us")).cast(pa.int64())
-    seconds = us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6
-    return np.where(us.is_null().to_numpy(zero_copy_only=False), np.nan, seconds)
 
 
 def shared_vocabulary(*raws: RawCohort) -> np.ndarray:

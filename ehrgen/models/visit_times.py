@@ -88,12 +88,16 @@ def visits_time_labels(visits: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, 
     n = pc.fill_null(pc.list_value_length(visits), 0).to_numpy().astype(np.int64)
     inner = visits.flatten()
 
-    def seconds(field: str) -> np.ndarray:
-        us = pc.struct_field(inner, field).cast(pa.timestamp("us")).cast(pa.int64())
-        values = us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6
-        return np.where(us.is_null().to_numpy(zero_copy_only=False), np.nan, values)
+    time_s = epoch_seconds(pc.struct_field(inner, "time"))
+    end_s = epoch_seconds(pc.struct_field(inner, "end"))
+    return visit_time_labels(time_s, end_s, last_visit_mask(n)), n
 
-    return visit_time_labels(seconds("time"), seconds("end"), last_visit_mask(n)), n
+
+def epoch_seconds(timestamps: pa.Array) -> np.ndarray:
+    """Timestamps as epoch seconds (float64, NaN where null)."""
+    us = timestamps.cast(pa.timestamp("us")).cast(pa.int64())
+    seconds = us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6
+    return np.where(us.is_null().to_numpy(zero_copy_only=False), np.nan, seconds)
 
 
 def time_support(labels: np.ndarray, min_cell: int) -> list[list[int]]:

@@ -23,13 +23,20 @@ import torch
 from ehrgen.data.datamodule import pad_stack
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END
 from ehrgen.models.prompt_bart import PromptBart
-from ehrgen.models.visit_times import GAP, GAP_EDGES_DAYS, STAY, STAY_EDGES_DAYS, from_bins, visit_time_values
+from ehrgen.models.visit_times import (
+    DAY_S,
+    GAP,
+    GAP_EDGES_DAYS,
+    STAY,
+    STAY_EDGES_DAYS,
+    from_bins,
+    visit_time_values,
+)
 from ehrgen.sampling.sampler import counter_uniforms, inverse_cdf, patient_keys, visit_structure
-from ehrgen.sampling.writers import FIRST_ADMISSION_WINDOW, _epoch_s
+from ehrgen.sampling.writers import FIRST_ADMISSION_WINDOW, datetime_seconds
 
 _TIME_STREAM = 3
 _ANCHOR_STREAM = 4
-_DAY_S = 86_400.0
 _MINUTE_S = 60
 
 
@@ -117,13 +124,13 @@ def sample_visit_times(
 
     def draw(logits: torch.Tensor, which: int, edges: np.ndarray) -> np.ndarray:
         picked = inverse_cdf(logits[r, p].float(), u_t[:, 2 * which])
-        return from_bins(picked.cpu().numpy(), u[:, 2 * which + 1], edges) * _DAY_S
+        return from_bins(picked.cpu().numpy(), u[:, 2 * which + 1], edges) * DAY_S
 
     gap_s = draw(gap_logits, GAP, GAP_EDGES_DAYS)
     with_stays = int(head.support[STAY][0]) >= 0
     stay_s = draw(stay_logits, STAY, STAY_EDGES_DAYS) if with_stays else np.full(len(rows), np.nan)
 
-    lo, hi = (_epoch_s(d) for d in FIRST_ADMISSION_WINDOW)
+    lo, hi = (datetime_seconds(d) for d in FIRST_ADMISSION_WINDOW)
     anchor = counter_uniforms(patient_keys(np.asarray(index, dtype=np.int64), seed, _ANCHOR_STREAM), 1)[:, 0]
     first_s = lo + np.floor(anchor * (hi - lo) / _MINUTE_S) * _MINUTE_S
     if known is not None:
@@ -152,8 +159,8 @@ def _keep_known(
     last_known = number[is_known] == n_known[rows[is_known]] - 1
     real_gap, real_stay = visit_time_values(admit, end, last_known)
     stay_s, gap_s, first_s = stay_s.copy(), gap_s.copy(), first_s.copy()
-    stay_s[is_known] = real_stay * _DAY_S
-    gap_s[np.flatnonzero(is_known)[~last_known]] = real_gap[~last_known] * _DAY_S
+    stay_s[is_known] = real_stay * DAY_S
+    gap_s[np.flatnonzero(is_known)[~last_known]] = real_gap[~last_known] * DAY_S
     has = n_known > 0
     first_s[has] = known.admit_s[starts[has]]
     return first_s, stay_s, gap_s

@@ -405,7 +405,8 @@ LOS_MEDIAN_DAYS, LOS_SIGMA = 5.0, 0.8  # log-normal length of stay
 GAP_SHAPE, GAP_SCALE_DAYS, GAP_MAX_DAYS = 1.2, 120.0, 15 * 365.0
 
 
-def _epoch_s(d: datetime) -> int:
+def datetime_seconds(d: datetime) -> int:
+    """Seconds since 1970-01-01 of a naive datetime."""
     return int((d - datetime(1970, 1, 1)).total_seconds())
 
 
@@ -433,7 +434,7 @@ def draw_visit_times(
     last = np.zeros(total, dtype=bool)
     last[starts + n_visits - 1] = True
 
-    lo, hi = (_epoch_s(d) for d in FIRST_ADMISSION_WINDOW)
+    lo, hi = (datetime_seconds(d) for d in FIRST_ADMISSION_WINDOW)
     start_s = rng.integers(lo, hi, size=len(n_visits))
     los_s = np.maximum(np.rint(rng.lognormal(np.log(LOS_MEDIAN_DAYS * _DAY_S), LOS_SIGMA, total)), 3600)
     gap_days = np.minimum(rng.pareto(GAP_SHAPE, total) * GAP_SCALE_DAYS, GAP_MAX_DAYS)

@@ -403,3 +403,10 @@ def test_prepare_builds_clean_valid_cohort(compose_cfg) -> None:
     assert allowed[np.arange(len(col)), col].all()
     described = cohort.codes()
     assert described["description"].null_count() == 0
+
+
+def test_gap_effects_name_chronic_conditions() -> None:
+    from ehrgen.data.sources.simulator_codes import CONDITIONS, GAP_EFFECTS
+
+    chronic = {c.name for c in CONDITIONS if c.scope == "chronic"}
+    assert set(GAP_EFFECTS) <= chronic and all(v < 0 for v in GAP_EFFECTS.values())

@@ -12,7 +12,8 @@ exercises the real ingestion path. The generative story, per patient:
    its codes once for the patient; every admission re-codes each with probability ``persist``.
 3. Admissions: 1 + a negative-binomial count (mean ~1.3 overall, heavy tail, at most 42),
    ordered in time from a first admission uniform in 2100-2195 (MIMIC's shifted calendar),
-   log-normal stays and gaps of weeks to years.
+   log-normal stays and gaps of weeks to years; frail patients and those with cancer, heart,
+   liver or kidney failure, COPD, a transplant, ... come back sooner (``GAP_EFFECTS``).
 4. Acute conditions (sepsis + AKI + shock, pneumonia, MI, GI bleed, stroke, falls, delivery, ...)
    are drawn per admission from age, sex, frailty and the chronic conditions; they give the
    principal diagnosis and drive in-hospital death.
@@ -42,11 +43,11 @@ from scipy.special import expit, logit
 
 from ehrgen.data.rules import VALIDITY_RULES, rule_membership
 from ehrgen.data.sources.base import SourceTables
-from ehrgen.data.sources.simulator_codes import CODE_TABLE, CONDITIONS
+from ehrgen.data.sources.simulator_codes import CODE_TABLE, CONDITIONS, GAP_EFFECTS
 from ehrgen.errors import InputError
 
 # Bump whenever the output for a given (n_patients, seed) changes: it is part of the cache key.
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2  # 2: chronic conditions shorten the gap to the next admission
 CHUNK_PATIENTS = 50_000  # patients generated (and written) at a time; part of the output contract
 MAX_CODES_PER_VISIT = 39  # as in MIMIC-III
 MAX_VISITS = 42
@@ -86,6 +87,7 @@ class _Scope:
     persist: np.ndarray
     mortality: np.ndarray
     los: np.ndarray
+    gap: np.ndarray  # log gap to the next admission added while present (chronic)
     elective: np.ndarray
     # emission groups, flattened
     group_start: np.ndarray  # [n_conditions + 1]
@@ -172,6 +174,7 @@ def _compile_scope(conditions: list, chronic_names: list[str], index: dict[str, 
         persist=arr("persist"),
         mortality=arr("mortality"),
         los=arr("los"),
+        gap=np.array([GAP_EFFECTS.get(c.name, 0.0) for c in conditions]),
         elective=arr("elective"),
         group_start=np.array(group_start),
         group_prob=np.array(probs),
@@ -322,7 +325,8 @@ def _chunk(rng: np.random.Generator, n: int, world: _World) -> dict[str, dict[st
     log_los = np.where(newborn[pv], np.log(2.5), np.log(4.5) + 0.25 * frailty[pv])
     log_los += (present_f @ ch.los)[pv] + rng.normal(0.0, 0.7, nv)
     los = np.round(np.clip(np.exp(log_los), 0.05, 250.0) * 1440) * 60  # seconds, whole minutes
-    gap = np.round(np.exp(np.log(150.0) - 0.3 * frailty[pv] + rng.normal(0.0, 1.4, nv)) * 1440) * 60
+    log_gap = np.log(150.0) - 0.3 * frailty[pv] + (present_f @ ch.gap)[pv] + rng.normal(0.0, 1.4, nv)
+    gap = np.round(np.exp(log_gap) * 1440) * 60
     gap = np.maximum(gap, DAY)
     step = np.where(last, 0, los + gap)
     offset = np.cumsum(step) - step

@@ -509,6 +509,17 @@ CONDITIONS: tuple[Condition, ...] = (
 )
 # fmt: on
 
+# Log of the gap to the next admission added while a chronic condition is present: as in MIMIC,
+# patients with cancer under treatment, heart or liver failure, kidney disease, COPD, a transplant
+# or HIV come back sooner (30-day readmission is far more common among them).
+GAP_EFFECTS: Mapping[str, float] = {
+    "heart_failure": -0.6, "ckd": -0.5, "cirrhosis": -0.8, "hep_c": -0.3, "copd": -0.5, "pulm_htn": -0.5,
+    "lung_cancer": -0.9, "gi_cancer": -0.9, "heme_cancer": -1.0, "colon_cancer": -0.6, "breast_cancer": -0.5,
+    "prostate_cancer": -0.3, "gyn_cancer": -0.7, "brain_tumor": -0.7, "other_cancer": -0.7, "hiv": -0.5,
+    "transplant": -0.8, "chronic_pancreatitis": -0.6, "substance": -0.4, "alcohol": -0.4, "dementia": -0.3,
+    "neuro_disability": -0.3, "mrsa_carrier": -0.4, "diabetes": -0.2, "afib": -0.2,
+}  # fmt: skip
+
 
 # code|short title|long title, in ICD-9-CM order
 CODE_TABLE = """

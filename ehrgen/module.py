@@ -312,6 +312,29 @@ class PromptBartModule(LightningModule):
         scheduler = LambdaLR(optimizer, lambda step: warmup_linear_decay(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the codes' model and a detached visit-time head apart.
+
+        A global norm over both would let the time head's gradients shrink the codes' steps, so a
+        run with the head would not train the same codes' model as one without it.
+        """
+        head = self.model.time_head
+        if not gradient_clip_val or head is None or not self.model.visit_times_detach:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        head_ids = {id(p) for p in head.parameters()}
+        trunk = [p for p in self.parameters() if id(p) not in head_ids]
+        for params in (trunk, list(head.parameters())):
+            if gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     # ------------------------------------------------------------------ hooks
 
     def setup(self, stage: str) -> None:

@@ -169,6 +169,33 @@ def test_optimizer_groups_and_schedule(trained: tuple) -> None:
     assert warmup_linear_decay(10**6, 10, math.inf) == 1.0
 
 
+def test_detached_time_head_does_not_change_the_codes_clipping() -> None:
+    torch.manual_seed(0)
+    module = PromptBartModule(model_config(), TOKENIZER, cooc_matrix())
+    assert module.model.time_head is not None and module.model.visit_times_detach
+    head = {id(p) for p in module.model.time_head.parameters()}
+    out = module.model(**{k: v for k, v in make_batch().items() if k != "labels"})
+    (out.logits.square().mean() + out.gap_logits.square().mean() + out.stay_logits.square().mean()).backward()
+    grads = {id(p): p.grad.clone() for p in module.parameters() if p.grad is not None}
+    assert head & grads.keys() and grads.keys() - head
+
+    def clipped_trunk(head_scale: float) -> list[torch.Tensor]:
+        for p in module.parameters():
+            if id(p) in grads:
+                p.grad = grads[id(p)] * (head_scale if id(p) in head else 1.0)
+        module.configure_gradient_clipping(None, 1e-3, "norm")
+        head_norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in module.model.time_head.parameters()])
+        )
+        assert head_norm <= 1e-3 * (1 + 1e-5)
+        return [p.grad.clone() for p in module.parameters() if id(p) in grads and id(p) not in head]
+
+    small, large = clipped_trunk(1.0), clipped_trunk(1e3)
+    # a global norm would shrink the trunk's step when the head's gradient grows
+    assert all(torch.equal(a, b) for a, b in zip(small, large, strict=True))
+    assert torch.linalg.vector_norm(torch.stack([g.norm() for g in small])) == pytest.approx(1e-3, rel=1e-4)
+
+
 def test_warmup_length_caps_short_runs() -> None:
     assert warmup_length(1000, 0.1, 300) == 30  # a short run leaves warmup after 10%
     assert warmup_length(1000, 0.1, 10**6) == 1000  # a long one keeps warmup_steps

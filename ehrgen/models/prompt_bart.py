@@ -196,8 +196,9 @@ class PromptBart(nn.Module):
         )
 
         # Visit times: each visit's stay and the gap to the next, from the decoder state that closes
-        # it (ehrgen.models.visit_times). Detached by default: the codes' model is then exactly
-        # the one trained without times, so time cannot cost code fidelity.
+        # it (ehrgen.models.visit_times). Detached by default: the codes' model then gets the
+        # gradients it gets without times (the module clips the two apart), so time cannot cost
+        # code fidelity.
         self.time_head = VisitTimeHead(d) if visit_times else None
         self.visit_times_detach = bool(visit_times_detach)
 

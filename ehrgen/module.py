@@ -324,16 +324,14 @@ class PromptBartModule(LightningModule):
         run with the head would not train the same codes' model as one without it.
         """
         head = self.model.time_head
-        if not gradient_clip_val or head is None or not self.model.visit_times_detach:
+        by_value = gradient_clip_algorithm == "value"  # per element: nothing couples
+        if not gradient_clip_val or by_value or head is None or not self.model.visit_times_detach:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         head_ids = {id(p) for p in head.parameters()}
         trunk = [p for p in self.parameters() if id(p) not in head_ids]
         for params in (trunk, list(head.parameters())):
-            if gradient_clip_algorithm == "value":
-                nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ------------------------------------------------------------------ hooks
 

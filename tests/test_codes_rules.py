@@ -1,4 +1,5 @@
-"""ICD-9 code normalisation, the category rule against the official tables, and the validity rules."""
+"""Code normalisation (ICD-9-CM, ICD-10-CM), the category rule against the official ICD-9 tables,
+and the validity rules."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import pytest
 from ehrgen.data.codes import (
     category_expr,
     category_of,
+    code_system,
     display_code,
+    is_diagnosis_code,
     is_icd9_dx,
+    is_icd10_dx,
     normalize_code,
     normalize_code_expr,
+    with_system_expr,
 )
 from ehrgen.data.rules import FEMALE, MALE, VALIDITY_RULES, allowed_code_mask, rule_membership
 
@@ -36,6 +41,38 @@ def test_shapes_and_display() -> None:
         "E849.7",
         "V58.61",
         "042",
+    ]
+
+
+def test_icd10_codes_are_marked_and_never_taken_for_icd9() -> None:
+    good = [
+        "ICD10CM:I10",
+        "ICD10CM:E119",
+        "ICD10CM:O9A211",
+        "ICD10CM:S72001A",
+        "ICD10CM:U071",
+        "ICD10CM:Z3A20",
+    ]
+    bad = ["I10", "ICD10CM:4019", "ICD10CM:I1", "ICD10CM:I10000000", "ICD10CM:1I0", "icd10cm:I10", "ICD10CM:"]
+    assert all(is_icd10_dx(c) and is_diagnosis_code(c) and not is_icd9_dx(c) for c in good)
+    assert not any(is_icd10_dx(c) for c in bad)
+    assert not is_diagnosis_code("I10") and is_diagnosis_code("4019")
+    assert normalize_code("ICD10CM:e11.9") == "ICD10CM:E119"
+    # ICD-9 E871 (a misadventure) and ICD-10 E87.1 (hypo-osmolality) stay two codes, two categories
+    assert category_of("E8710") == "E871" and category_of("ICD10CM:E871") == "ICD10CM:E87"
+    assert [code_system(c) for c in ["E8710", "ICD10CM:E871"]] == ["icd9cm", "icd10cm"]
+    assert [display_code(c) for c in ["ICD10CM:E119", "ICD10CM:I10", "ICD10CM:S72001A"]] == [
+        "ICD10CM:E11.9",
+        "ICD10CM:I10",
+        "ICD10CM:S72.001A",
+    ]
+    frame = pl.DataFrame({"code": ["E119", "4019", "E8497"], "version": [10, 9, 9]})
+    marked = frame.select(with_system_expr("code", "version"))["code"].to_list()
+    assert marked == ["ICD10CM:E119", "4019", "E8497"]
+    assert pl.DataFrame({"c": marked}).select(category_expr("c"))["c"].to_list() == [
+        "ICD10CM:E11",
+        "401",
+        "E849",
     ]
 
 
@@ -89,3 +126,47 @@ def test_allowed_mask_by_demographics() -> None:
         ]
     )
     np.testing.assert_array_equal(mask, expected)
+
+
+# ICD-10-CM codes each rule must cover (and codes next to its ranges it must not), by the
+# classification's chapters: pregnancy O00-O9A and the Z33-Z3A pregnancy/delivery codes,
+# perinatal P00-P96 with Z05 (newborn observation) and Z38 (liveborn), male N40-N53 and C60-C63,
+# female N70-N98 and C51-C58.
+ICD10_RULE_CASES = {
+    "pregnancy": (
+        ["O000", "O80", "O9A211", "O99891", "Z331", "Z3400", "Z370", "Z390", "Z3A20"],
+        ["Z38", "Z3800", "N979", "Z30011"],
+    ),
+    "perinatal": (["P0732", "P599", "P960", "Z3800", "Z051"], ["Q211", "O80", "Z0489", "Z390"]),
+    "male_genital": (["N400", "N5201", "N539", "C61", "C600", "C629"], ["N39", "N99", "C64", "C509"]),
+    "female_genital": (
+        ["N700", "N800", "N952", "N989", "C519", "C569", "C58"],
+        ["N99", "N69", "C50911", "C59"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ICD10_RULE_CASES))
+def test_rules_cover_icd10_ranges(name: str) -> None:
+    inside, outside = ICD10_RULE_CASES[name]
+    rule = next(r for r in VALIDITY_RULES if r.name == name)
+    assert all(rule.covers(f"ICD10CM:{c}") for c in inside), [
+        c for c in inside if not rule.covers(f"ICD10CM:{c}")
+    ]
+    assert not any(rule.covers(f"ICD10CM:{c}") for c in outside)
+    # the same strings unmarked are ICD-9 codes (or none), judged by the ICD-9 ranges only
+    assert not rule.covers("O80") and not rule.covers("C61")
+
+
+def test_allowed_mask_mixes_icd9_and_icd10() -> None:
+    codes = ["65000", "ICD10CM:O80", "ICD10CM:P0732", "ICD10CM:C61", "ICD10CM:N800", "ICD10CM:I10"]
+    sex = np.array([FEMALE, MALE, FEMALE])
+    age = np.array([30.0, 0.1, 70.0])
+    expected = np.array(
+        [
+            [True, True, False, False, True, True],  # woman 30
+            [False, False, True, True, False, True],  # newborn boy
+            [False, False, False, False, True, True],  # woman 70
+        ]
+    )
+    np.testing.assert_array_equal(allowed_code_mask(codes, sex, age), expected)

@@ -205,7 +205,7 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path, compose_cfg) -> None:
         "admission_without_patient": 2,  # subject 9 and subject 5 (dropped for unknown sex)
         "admission_unknown_age": 1,
         "diagnosis_null_code": 1,
-        "diagnosis_not_icd9": 1,
+        "diagnosis_malformed_code": 1,
         "diagnosis_without_admission": 5,  # 201, 300, 900, 777, 500 were all dropped before
         "duplicate_code_in_visit": 2,
         "admission_without_diagnoses": 1,
@@ -245,7 +245,7 @@ def test_empty_result_is_an_error(tmp_path: Path, compose_cfg) -> None:
             "DIAGNOSES_ICD": [DIAGNOSES[0], [1, 1, 100, 1, "XYZ"]],
         },
     )
-    with pytest.raises(InputError, match="no patient with a usable diagnosis remains.*diagnosis_not_icd9=1"):
+    with pytest.raises(InputError, match="no patient with a usable diagnosis remains.*diagnosis_malformed_code=1"):
         _prepare(raw, tmp_path / "c", compose_cfg)
     assert list(tmp_path.glob(".c.tmp-*")) == [] and not (tmp_path / "c").exists()
 

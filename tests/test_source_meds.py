@@ -102,8 +102,7 @@ def test_load_tables(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.meds"):
         tables = MedsSource(str(meds_root)).load(meds_root / "scratch")
     assert tables.name == "meds"
-    assert tables.drops == {"icd10_rows": 1}
-    assert "1 ICD-10" in caplog.text
+    assert tables.drops == {}
     assert tables.info["visits_by"] == "hadm_id"
     assert tables.info["meds_dataset"] == {"dataset_name": "toy", "meds_version": "0.3.3", "etl_name": "hand"}
 
@@ -150,6 +149,7 @@ def test_load_tables(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert dx.rows() == [
         (1, 10, 1, "401.9"),  # raw: the builder normalises
         (1, 10, 2, "V58.61"),
+        (1, 10, 3, "ICD10CM:I10"),  # ICD-10 kept, marked as the other system
         (1, 12, 1, "250.00"),
         (2, None, 1, "4019"),  # no time -> no visit id -> dropped and counted by the builder
         (2, -2, 1, "4280"),
@@ -160,8 +160,27 @@ def test_load_tables(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
         (5, 50, 1, "4019"),
     ]
 
-    # only ICD-9 codes with a description, normalised
-    assert tables.descriptions.collect().rows() == [("4019", "Unspecified essential hypertension")]
+    # diagnosis codes with a description, normalised
+    assert tables.descriptions.collect().rows() == [
+        ("4019", "Unspecified essential hypertension"),
+        ("ICD10CM:I10", "Essential hypertension"),
+    ]
+
+
+def test_one_icd_version_drops_and_counts_the_other(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.meds"):
+        nine = MedsSource(meds_root, icd_versions=[9]).load(meds_root)
+    assert nine.drops == {"icd10_rows": 1}
+    assert "dropped 1 ICD-10" in caplog.text
+    assert not nine.diagnoses.collect()["code"].str.starts_with("ICD10CM:").any()
+    assert nine.descriptions.collect()["code"].to_list() == ["4019"]
+    ten = MedsSource(meds_root, icd_versions=[10]).load(meds_root)
+    assert ten.drops == {"icd9_rows": 10}
+    assert ten.diagnoses.collect()["code"].to_list() == ["ICD10CM:I10"]
+    with pytest.raises(InputError, match="overlaps code_prefix"):
+        MedsSource(meds_root, code_prefix="DIAGNOSIS//ICD//", icd10_prefix="DIAGNOSIS//ICD//10//")
+    with pytest.raises(InputError, match=r"icd_versions=\[8\]"):
+        MedsSource(meds_root, icd_versions=[8])
 
 
 def test_visits_by_time_when_no_visit_column(meds_root: Path) -> None:
@@ -174,7 +193,12 @@ def test_visits_by_time_when_no_visit_column(meds_root: Path) -> None:
         (-2, datetime(2152, 7, 2)),
     ]
     dx = tables.diagnoses.filter(pl.col("subject_id") == 1).collect().sort("visit_id", "seq")
-    assert dx.select("visit_id", "code").rows() == [(-2, "250.00"), (-1, "401.9"), (-1, "V58.61")]
+    assert dx.select("visit_id", "code").rows() == [
+        (-2, "250.00"),
+        (-1, "401.9"),
+        (-1, "V58.61"),
+        (-1, "ICD10CM:I10"),
+    ]
     # ids are unique across subjects (the builder keys visits by id alone)
     all_visits = tables.visits.collect()
     assert all_visits["visit_id"].n_unique() == all_visits.height
@@ -256,14 +280,14 @@ def test_prepare_end_to_end(meds_root: Path, tmp_path: Path) -> None:
 
     assert rows[1]["sex"] == 0
     assert rows[1]["age"] == pytest.approx(years(datetime(2150, 1, 1), datetime(2100, 1, 1)), abs=1e-4)
-    assert [v["codes"] for v in rows[1]["visits"]] == [["4019", "V5861"], ["25000"]]
+    assert [v["codes"] for v in rows[1]["visits"]] == [["4019", "V5861", "ICD10CM:I10"], ["25000"]]
     assert [v["time"] for v in rows[1]["visits"]] == [datetime(2150, 1, 1), datetime(2152, 7, 2)]
     assert rows[2]["sex"] == 1
     assert rows[2]["age"] == pytest.approx(years(datetime(2150, 3, 1, 10), datetime(2080, 6, 15)), abs=1e-4)
     assert [v["codes"] for v in rows[2]["visits"]] == [["41401", "E8497"], ["4280"]]
 
     drops = cohort.meta["drops"]
-    assert drops["icd10_rows"] == 1
+    assert "icd10_rows" not in drops
     assert drops["patient_unknown_sex"] == 2  # 3 (no gender event), 4 (both)
     assert drops["admission_without_patient"] == 2  # 30, 40
     assert drops["admission_unknown_age"] == 1  # 50 (no MEDS_BIRTH)
@@ -271,11 +295,11 @@ def test_prepare_end_to_end(meds_root: Path, tmp_path: Path) -> None:
     assert drops["diagnosis_without_admission"] == 3  # the diagnoses of 30, 40, 50
     assert drops["admission_without_diagnoses"] == 1  # 11 (a lab only)
     assert drops["patient_without_admissions"] == 1  # 5
-    assert "diagnosis_not_icd9" not in drops
+    assert "diagnosis_malformed_code" not in drops
     assert cohort.meta["info"]["meds_dataset"]["dataset_name"] == "toy"
 
     codes = cohort.codes()
     assert dict(zip(codes["code"], codes["description"], strict=True))["4019"] == (
         "Unspecified essential hypertension"
     )
-    assert set(codes["code"]) == {"25000", "41401", "4019", "4280", "E8497", "V5861"}
+    assert set(codes["code"]) == {"25000", "41401", "4019", "4280", "E8497", "V5861", "ICD10CM:I10"}

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ehrgen.config import CONFIG_DIR
+from ehrgen.data.build import row_accounting
 from ehrgen.data.cohort import Cohort
 from ehrgen.data.sources.mimic4 import Mimic4Source
 from ehrgen.errors import InputError
@@ -35,7 +36,7 @@ ADMISSIONS = """SUBJECT_ID,HADM_ID,ADMITTIME,DISCHTIME
 4,400,2150-01-01 00:00:00,2150-01-02 00:00:00
 5,500,2150-01-01 00:00:00,2150-01-02 00:00:00
 """
-# 13 rows: 9 ICD-9 (one lower-case V code), 3 ICD-10, 1 unparsable version.
+# 14 rows: 9 ICD-9 (one lower-case V code), 4 ICD-10 (one not shaped like ICD-10), 1 unparsable version.
 DIAGNOSES = """subject_id,hadm_id,seq_num,icd_code,icd_version
 1,100,1,4019,9
 1,100,2,v5861,9
@@ -48,6 +49,7 @@ DIAGNOSES = """subject_id,hadm_id,seq_num,icd_code,icd_version
 2,201,1,4280,9
 3,300,1,E119,10
 3,300,2,I10,10
+3,300,3,4019,10
 4,400,1,4019,9
 5,500,1,4019,9
 """
@@ -83,8 +85,8 @@ def test_load_tables(mimic4_root: Path, caplog: pytest.LogCaptureFixture) -> Non
     with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.mimic4"):
         tables = Mimic4Source(str(mimic4_root)).load(mimic4_root / "scratch")
     assert tables.name == "mimic4"
-    assert tables.drops == {"icd10_rows": 3, "icd_version_invalid_rows": 1}
-    assert "3 ICD-10" in caplog.text
+    assert tables.drops == {"icd_version_invalid_rows": 1}
+    assert "neither 9 nor 10" in caplog.text
 
     patients = tables.patients.collect().sort("subject_id")
     assert patients.schema == pl.Schema({"subject_id": pl.Int64, "sex": pl.Int8})
@@ -114,11 +116,15 @@ def test_load_tables(mimic4_root: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert dx.rows() == [
         (1, 100, 1, "4019"),
         (1, 100, 2, "v5861"),  # raw: the builder normalises
+        (1, 100, 3, "ICD10CM:I10"),  # ICD-10 marked: ICD-9 E871 and ICD-10 E87.1 are different codes
         (1, 101, 1, "25000"),
         (1, 101, 2, "4019"),
         (2, 200, 1, "E8497"),
         (2, 200, 2, "41401"),
         (2, 201, 1, "4280"),
+        (3, 300, 1, "ICD10CM:E119"),
+        (3, 300, 2, "ICD10CM:I10"),
+        (3, 300, 3, "ICD10CM:4019"),  # the builder drops it: not shaped like ICD-10-CM
         (4, 400, 1, "4019"),
         (5, 500, 1, "4019"),
     ]
@@ -126,16 +132,35 @@ def test_load_tables(mimic4_root: Path, caplog: pytest.LogCaptureFixture) -> Non
     titles = tables.descriptions.collect().sort("code")
     assert titles.rows() == [
         ("4019", "Unspecified essential hypertension"),
+        ("ICD10CM:25000", "not an ICD-9 title"),
+        ("ICD10CM:I10", "Essential (primary) hypertension"),
         ("V5861", "Long-term (current) use of anticoagulants"),
     ]
-    assert tables.info["icd_version"] == 9
+    assert tables.info["icd_versions"] == [9, 10]
+
+
+@pytest.mark.parametrize(("versions", "dropped"), [([9], {"icd10_rows": 4}), ([10], {"icd9_rows": 9})])
+def test_one_icd_version_drops_and_counts_the_other(
+    mimic4_root: Path, versions: list[int], dropped: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.mimic4"):
+        tables = Mimic4Source(mimic4_root, icd_versions=versions).load(mimic4_root / "scratch")
+    assert tables.drops == dropped | {"icd_version_invalid_rows": 1}
+    kept = [v for v in (9, 10) if v in versions][0]
+    assert f"dropped {next(iter(dropped.values()))} ICD-{19 - kept}" in caplog.text
+    codes = tables.diagnoses.collect()["code"].cast(pl.Utf8)
+    assert codes.str.starts_with("ICD10CM:").all() == (kept == 10)
+    assert codes.str.starts_with("ICD10CM:").any() == (kept == 10)
+    assert codes.len() == 14 - 1 - next(iter(dropped.values()))
+    titles = tables.descriptions.collect()["code"]
+    assert titles.str.starts_with("ICD10CM:").all() == (kept == 10)
 
 
 def test_hosp_folder_plain_csv_without_titles(tmp_path: Path) -> None:
     hosp = write_hosp(tmp_path / "hosp", gz=False, titles=False)
     tables = Mimic4Source(hosp).load(tmp_path)
     assert tables.descriptions is None
-    assert tables.diagnoses.collect().height == 9
+    assert tables.diagnoses.collect().height == 13
     assert tables.visits.collect().height == 8
 
 
@@ -157,14 +182,16 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
         Mimic4Source(hosp).load(tmp_path)
 
 
-def test_only_icd9_supported(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="icd_version=10"):
-        Mimic4Source(tmp_path, icd_version=10)
+@pytest.mark.parametrize("versions", [[], [11], [9, 11], "nine", None])
+def test_bad_icd_versions_are_named(tmp_path: Path, versions: object) -> None:
+    with pytest.raises(InputError, match=r"data\.source\.icd_versions=.*expected a non-empty subset of \[9, 10\]"):
+        Mimic4Source(tmp_path, icd_versions=versions)
 
 
 def test_cache_key_identifies_options(tmp_path: Path) -> None:
     key = Mimic4Source(str(tmp_path)).cache_key()
-    assert key == {"source": "mimic4", "raw_dir": str(tmp_path.absolute()), "icd_version": 9}
+    assert key == {"source": "mimic4", "raw_dir": str(tmp_path.absolute()), "icd_versions": [9, 10]}
+    assert Mimic4Source(str(tmp_path), icd_versions=[9]).cache_key()["icd_versions"] == [9]
 
 
 def compose_prepare(raw_dir: Path, cohort_dir: Path):
@@ -179,7 +206,7 @@ def test_config_instantiates(mimic4_root: Path, tmp_path: Path) -> None:
     cfg = compose_prepare(mimic4_root, tmp_path / "cohort")
     source = instantiate(cfg.data.source)
     assert isinstance(source, Mimic4Source)
-    assert source.raw_dir == str(mimic4_root) and source.icd_version == 9
+    assert source.raw_dir == str(mimic4_root) and source.icd_versions == (9, 10)
 
 
 def test_prepare_end_to_end(mimic4_root: Path, tmp_path: Path) -> None:
@@ -188,38 +215,46 @@ def test_prepare_end_to_end(mimic4_root: Path, tmp_path: Path) -> None:
     out = run(compose_prepare(mimic4_root, tmp_path / "cohort"))
     cohort = Cohort(out)
     assert cohort.meta["source"] == "mimic4"
-    assert cohort.n_patients == 2
+    assert cohort.n_patients == 3
     rows = {r["subject_id"]: r for r in cohort.read().to_dicts()}
-    assert set(rows) == {1, 2}
+    assert set(rows) == {1, 2, 3}  # 3 has ICD-10 codes only: kept
 
     assert rows[1]["sex"] == 0 and rows[1]["age"] == pytest.approx(50.0)
-    assert [v["codes"] for v in rows[1]["visits"]] == [["4019", "V5861"], ["25000", "4019"]]
+    assert [v["codes"] for v in rows[1]["visits"]] == [["4019", "V5861", "ICD10CM:I10"], ["25000", "4019"]]
     assert [v["time"] for v in rows[1]["visits"]] == [datetime(2150, 3, 1, 10), datetime(2152, 6, 1, 8)]
     # anchor_age 91 (MIMIC-IV's "over 89") + 2 years -> clamped to 90; codes in seq_num order
     assert rows[2]["sex"] == 1 and rows[2]["age"] == pytest.approx(90.0)
     assert [v["codes"] for v in rows[2]["visits"]] == [["E8497", "41401"]]
+    assert [v["codes"] for v in rows[3]["visits"]] == [["ICD10CM:E119", "ICD10CM:I10"]]
 
     drops = cohort.meta["drops"]
-    assert drops["icd10_rows"] == 3
+    assert "icd10_rows" not in drops
     assert drops["icd_version_invalid_rows"] == 1
+    assert drops["diagnosis_malformed_code"] == 1  # ICD10CM:4019
     assert drops["admission_unparsable_time"] == 1  # 201
     assert drops["patient_unknown_sex"] == 1  # 4
     assert drops["admission_without_patient"] == 1  # 400 (patient 4 dropped)
     assert drops["admission_unknown_age"] == 1  # 500 (anchor_age 'abc')
     assert drops["diagnosis_without_admission"] == 3  # 201, 400, 500
-    assert drops["admission_without_diagnoses"] == 2  # 102, 300 (ICD-10 only)
-    assert drops["patient_without_admissions"] == 2  # 3 (ICD-10 only), 5
-    assert "diagnosis_not_icd9" not in drops  # no ICD-10 code reached the builder
+    assert drops["admission_without_diagnoses"] == 1  # 102
+    assert drops["patient_without_admissions"] == 1  # 5
+    accounting = row_accounting(cohort.meta)
+    assert accounting["diagnoses"] == {"input": 14, "used": 9, "dropped": 5}
 
     codes = cohort.codes()
     titles = dict(zip(codes["code"], codes["description"], strict=True))
     assert titles["4019"] == "Unspecified essential hypertension"
     assert titles["V5861"] == "Long-term (current) use of anticoagulants"
     assert titles["25000"] is None  # the fixture's only 25000 title is an ICD-10 row
+    assert titles["ICD10CM:I10"] == "Essential (primary) hypertension"
     assert dict(zip(codes["code"], codes["count"], strict=True)) == {
         "4019": 2,
         "V5861": 1,
         "25000": 1,
         "E8497": 1,
         "41401": 1,
+        "ICD10CM:I10": 2,
+        "ICD10CM:E119": 1,
     }
+    categories = dict(zip(codes["code"], codes["category"], strict=True))
+    assert categories["ICD10CM:E119"] == "ICD10CM:E11" and categories["E8497"] == "E849"

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from ehrgen.data.codes import ICD9_DX_PATTERN, category_expr, normalize_code_expr
+from ehrgen.data.codes import DX_PATTERN, category_expr, normalize_code_expr
 from ehrgen.data.cohort import (
     SPLITS,
     assign_splits,
@@ -45,11 +45,12 @@ def _count_drop(drops: dict[str, int], name: str, n: int) -> None:
 
 
 def _normalised_codes(raw: pl.Series) -> pl.DataFrame:
-    """Per distinct raw code: ``norm`` (normalised, Categorical; null unless ICD-9 shaped), ``empty``."""
+    """Per distinct raw code: ``norm`` (normalised, Categorical; null unless shaped like an ICD-9-CM or
+    ICD-10-CM diagnosis code), ``empty``."""
     norm = normalize_code_expr(pl.col("code").cast(pl.Utf8))
     return pl.DataFrame({"code": raw}).select(
         "code",
-        pl.when(norm.str.contains(ICD9_DX_PATTERN)).then(norm).cast(pl.Categorical).alias("norm"),
+        pl.when(norm.str.contains(DX_PATTERN)).then(norm).cast(pl.Categorical).alias("norm"),
         (norm == "").alias("empty"),
     )
 
@@ -143,7 +144,7 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     mismatch = pl.col("subject_id") != pl.col("visit_subject")
     counts = dx.select(
         null_code.sum().alias("diagnosis_null_code"),
-        (~null_code & ~shaped).sum().alias("diagnosis_not_icd9"),
+        (~null_code & ~shaped).sum().alias("diagnosis_malformed_code"),
         (shaped & (pl.col("visit_id").is_null() | pl.col("subject_id").is_null()))
         .sum()
         .alias("diagnosis_missing_id"),
@@ -171,7 +172,13 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
 DROP_TABLE_PREFIXES = {
     "patients": (f"{ROW_PREFIX['patients']}_", "duplicate_patient"),
     "admissions": (f"{ROW_PREFIX['admissions']}_", "duplicate_admission"),
-    "diagnoses": (f"{ROW_PREFIX['diagnoses']}_", "duplicate_code_in_visit", "icd10_", "icd_version_"),
+    "diagnoses": (
+        f"{ROW_PREFIX['diagnoses']}_",
+        "duplicate_code_in_visit",
+        "icd9_",
+        "icd10_",
+        "icd_version_",
+    ),
 }
 
 

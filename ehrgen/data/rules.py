@@ -1,4 +1,4 @@
-"""Clinical validity rules: ICD-9 codes that only make sense for one sex or an age range.
+"""Clinical validity rules: diagnosis codes that only make sense for one sex or an age range.
 
 One table, used by the simulator (never emits a violation), the sampler (as a logits mask) and
 the evaluation (violation rates). Age is the patient's age at the first visit, in years.
@@ -11,29 +11,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ehrgen.data.codes import category_of, is_icd9_dx
+from ehrgen.data.codes import ICD10CM_PREFIX, category_of, is_icd9_dx, is_icd10_dx
 
 MALE, FEMALE = 0, 1
 
 
 @dataclass(frozen=True)
 class ValidityRule:
-    """Codes whose category lies in one of ``ranges`` require the demographic condition.
+    """Codes whose category lies in one of ``ranges`` (ICD-9-CM) or ``icd10_ranges`` (ICD-10-CM)
+    require the demographic condition.
 
-    ``ranges`` are inclusive pairs of categories with the same prefix letter, compared
-    numerically (``("630", "679")``, ``("V22", "V24")``). ``sex`` is required when not None;
-    the age condition is ``min_age <= age < max_age``.
+    ``ranges`` are inclusive pairs of ICD-9 categories with the same prefix letter, compared
+    numerically (``("630", "679")``, ``("V22", "V24")``); ``icd10_ranges`` inclusive pairs of
+    3-character ICD-10 categories, compared as strings (``("O00", "O9A")``: ``9 < A``, as the
+    classification orders them). ``sex`` is required when not None; the age condition is
+    ``min_age <= age < max_age``.
     """
 
     name: str
     description: str
     ranges: tuple[tuple[str, str], ...]
+    icd10_ranges: tuple[tuple[str, str], ...] = ()
     sex: int | None = None
     min_age: float = 0.0
     max_age: float = float("inf")
 
     def covers(self, code: str) -> bool:
-        """Whether the rule applies to ``code`` (normalised, no dot); False for non-ICD-9 strings."""
+        """Whether the rule applies to ``code`` (normalised, no dot); False for non-diagnosis strings."""
+        if is_icd10_dx(code):
+            category = category_of(code)[len(ICD10CM_PREFIX) :]
+            return any(lo <= category <= hi for lo, hi in self.icd10_ranges)
         if not is_icd9_dx(code):
             return False
         cat = category_of(code)
@@ -60,28 +67,33 @@ class ValidityRule:
 VALIDITY_RULES: tuple[ValidityRule, ...] = (
     ValidityRule(
         "pregnancy",
-        "pregnancy/childbirth (630-679, V22-V24, V27) only for women aged 12-55",
+        "pregnancy/childbirth (ICD-9 630-679, V22-V24, V27; ICD-10 O00-O9A, Z33-Z37, Z39, Z3A) "
+        "only for women aged 12-55",
         (("630", "679"), ("V22", "V24"), ("V27", "V27")),
+        (("O00", "O9A"), ("Z33", "Z37"), ("Z39", "Z39"), ("Z3A", "Z3A")),
         sex=FEMALE,
         min_age=12.0,
         max_age=56.0,
     ),
     ValidityRule(
         "perinatal",
-        "perinatal conditions (760-779, V29-V39) only under 1 year of age",
+        "perinatal conditions (ICD-9 760-779, V29-V39; ICD-10 P00-P96, Z05, Z38) only under 1 year of age",
         (("760", "779"), ("V29", "V39")),
+        (("P00", "P96"), ("Z05", "Z05"), ("Z38", "Z38")),
         max_age=1.0,
     ),
     ValidityRule(
         "male_genital",
-        "male genital organs (600-608) and prostate cancer (185) only for men",
+        "male genital organs (ICD-9 600-608, 185; ICD-10 N40-N53, C60-C63) only for men",
         (("600", "608"), ("185", "185")),
+        (("N40", "N53"), ("C60", "C63")),
         sex=MALE,
     ),
     ValidityRule(
         "female_genital",
-        "female genital organs (614-629) and breast/uterine/ovarian cancer (179-184) only for women",
+        "female genital organs (ICD-9 614-629, 179-184; ICD-10 N70-N98, C51-C58) only for women",
         (("614", "629"), ("179", "184")),
+        (("N70", "N98"), ("C51", "C58")),
         sex=FEMALE,
     ),
 )

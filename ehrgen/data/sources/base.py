@@ -15,6 +15,20 @@ from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
 
+# ICD versions of diagnosis codes a source can keep (ICD-10 codes are marked, ehrgen.data.codes).
+SUPPORTED_ICD_VERSIONS = (9, 10)
+
+
+def check_icd_versions(versions: object, key: str = "data.source.icd_versions") -> tuple[int, ...]:
+    """The ICD versions a source keeps, as a sorted tuple; one line naming ``key`` when invalid."""
+    try:
+        kept = tuple(sorted({int(v) for v in ([versions] if isinstance(versions, int) else versions)}))
+    except (TypeError, ValueError):
+        kept = ()
+    if not kept or not set(kept) <= set(SUPPORTED_ICD_VERSIONS):
+        raise InputError(f"{key}={versions!r}: expected a non-empty subset of [9, 10]")
+    return kept
+
 
 @dataclass
 class SourceTables:

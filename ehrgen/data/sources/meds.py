@@ -1,8 +1,11 @@
 """A MEDS dataset (Medical Event Data Standard): ``data/**/*.parquet`` + ``metadata/``.
 
 Each data row is one event (``subject_id``, ``time``, ``code``, ``numeric_value``, extra columns).
-Diagnoses are events whose code starts with ``code_prefix`` (default ``DIAGNOSIS//ICD//9//``, the
-MIMIC-IV MEDS ETL's spelling); the rest of the code is the ICD-9 code. Birth is the ``MEDS_BIRTH``
+Diagnoses are events whose code starts with ``code_prefix`` (ICD-9-CM, default ``DIAGNOSIS//ICD//9//``,
+the MIMIC-IV MEDS ETL's spelling) or ``icd10_prefix`` (ICD-10-CM, ``DIAGNOSIS//ICD//10//``); the rest
+of the code is the diagnosis code, ICD-10 ones marked ``ICD10CM:`` in the cohort
+(``ehrgen.data.codes``). ``icd_versions`` keeps one system; the other's events are dropped and
+counted (``icd9_rows`` / ``icd10_rows``). Birth is the ``MEDS_BIRTH``
 event's time, sex the ``GENDER//M`` / ``GENDER//F`` event. A visit is a hospital admission when the
 events carry an admission id column (``hadm_id``), else one timestamp of one subject.
 """
@@ -15,8 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import normalize_code_expr
-from ehrgen.data.sources.base import SourceTables, parse_datetime, years_between
+from ehrgen.data.codes import ICD10CM_PREFIX, normalize_code_expr
+from ehrgen.data.sources.base import (
+    SUPPORTED_ICD_VERSIONS,
+    SourceTables,
+    check_icd_versions,
+    parse_datetime,
+    years_between,
+)
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -41,7 +50,7 @@ def _time_expr(dtype: pl.DataType, path: Path) -> pl.Expr:
 
 
 class MedsSource:
-    """Reads ICD-9 diagnoses, birth and sex from a MEDS dataset root."""
+    """Reads ICD-9 and ICD-10 diagnoses, birth and sex from a MEDS dataset root."""
 
     name = "meds"
 
@@ -54,12 +63,21 @@ class MedsSource:
         birth_code: str = "MEDS_BIRTH",
         male_code: str = "GENDER//M",
         female_code: str = "GENDER//F",
+        icd_versions: object = SUPPORTED_ICD_VERSIONS,
     ):
         if not code_prefix:
             raise InputError("data.source.code_prefix is empty: expected the prefix of ICD-9 diagnosis codes")
         self.raw_dir = raw_dir
         self.code_prefix = code_prefix
         self.icd10_prefix = icd10_prefix or None
+        if self.icd10_prefix is not None and (
+            self.icd10_prefix.startswith(code_prefix) or code_prefix.startswith(self.icd10_prefix)
+        ):
+            raise InputError(
+                f"data.source.icd10_prefix={self.icd10_prefix!r} overlaps code_prefix={code_prefix!r}: "
+                "expected two prefixes neither of which starts the other"
+            )
+        self.icd_versions = check_icd_versions(icd_versions)
         self.visit_column = visit_column or None
         self.birth_code = birth_code
         self.male_code = male_code
@@ -72,6 +90,7 @@ class MedsSource:
             "raw_dir": raw,
             "code_prefix": self.code_prefix,
             "icd10_prefix": self.icd10_prefix,
+            "icd_versions": list(self.icd_versions),
             "visit_column": self.visit_column,
             "birth_code": self.birth_code,
             "male_code": self.male_code,
@@ -126,12 +145,30 @@ class MedsSource:
         # The row index keeps the writer's event order, used for the within-visit code order.
         return pl.concat(frames, how="vertical").with_row_index("row"), has_visit_column
 
+    def _prefixes(self) -> dict[int, str]:
+        """ICD version -> MEDS code prefix, for the systems the dataset spells (ICD-10's may be null)."""
+        return {9: self.code_prefix} | ({10: self.icd10_prefix} if self.icd10_prefix else {})
+
+    def _diagnosis_code(self) -> pl.Expr:
+        """An event's code -> the cohort's code (prefix removed, ICD-10 marked ``ICD10CM:``)."""
+        code = pl.col("code").str.slice(len(self.code_prefix))
+        if 10 in self.icd_versions and self.icd10_prefix:
+            ten = pl.lit(ICD10CM_PREFIX) + pl.col("code").str.slice(len(self.icd10_prefix))
+            code = pl.when(pl.col("code").str.starts_with(self.icd10_prefix)).then(ten).otherwise(code)
+        return code
+
+    def _is_diagnosis(self) -> pl.Expr:
+        kept = [p for v, p in self._prefixes().items() if v in self.icd_versions]
+        expr = pl.lit(False)
+        for p in kept:
+            expr = expr | pl.col("code").str.starts_with(p)
+        return expr
+
     def load(self, workdir: Path | None = None) -> SourceTables:
         root = self._root()
         events, has_visit_column = self._events(root)
-        prefix = self.code_prefix
 
-        dx = events.filter(pl.col("code").str.starts_with(prefix))
+        dx = events.filter(self._is_diagnosis())
         # Admissions: all events sharing an admission id (visit time = earliest of them, end = the
         # latest, e.g. HOSPITAL_DISCHARGE; null for an admission whose events share one time).
         by_admission = (
@@ -189,7 +226,7 @@ class MedsSource:
             .with_columns(
                 pl.col("row").rank("ordinal").over("subject_id", "visit_id").cast(pl.Int64).alias("seq")
             )
-            .select("subject_id", "visit_id", "seq", pl.col("code").str.slice(len(prefix)).alias("code"))
+            .select("subject_id", "visit_id", "seq", self._diagnosis_code().alias("code"))
         )
 
         return SourceTables(
@@ -198,7 +235,7 @@ class MedsSource:
             visits=visits,
             diagnoses=diagnoses,
             descriptions=self._descriptions(root),
-            drops=self._count_icd10(events, root),
+            drops=self._count_left_out(events, root),
             info={
                 "raw_dir": str(root.absolute()),
                 "visits_by": self.visit_column if has_visit_column else "time",
@@ -225,17 +262,28 @@ class MedsSource:
             "subject_id", pl.col("sex").cast(pl.Int8)
         )
 
-    def _count_icd10(self, events: pl.LazyFrame, root: Path) -> dict[str, int]:
-        """ICD-10 diagnosis events are never mixed in; count them so the cohort says how many."""
-        if self.icd10_prefix is None:
+    def _count_left_out(self, events: pl.LazyFrame, root: Path) -> dict[str, int]:
+        """Count the diagnosis events of a version ``icd_versions`` leaves out, so the cohort says how many."""
+        left_out = {v: p for v, p in self._prefixes().items() if v not in self.icd_versions}
+        if not left_out:
             return {}
-        n = int(events.select(pl.col("code").str.starts_with(self.icd10_prefix).sum()).collect().item() or 0)
-        if n:
-            log.info("%s: dropped %d ICD-10 diagnosis events (ehrgen keeps ICD-9 only)", root, n)
-        return {"icd10_rows": n}
+        counts = events.select(
+            *(pl.col("code").str.starts_with(p).sum().alias(f"icd{v}_rows") for v, p in left_out.items())
+        ).collect()
+        drops = {name: int(counts[name][0] or 0) for name in counts.columns}
+        for v in left_out:
+            if drops[f"icd{v}_rows"]:
+                log.info(
+                    "%s: dropped %d ICD-%d diagnosis events (data.source.icd_versions=%s)",
+                    root,
+                    drops[f"icd{v}_rows"],
+                    v,
+                    list(self.icd_versions),
+                )
+        return drops
 
     def _descriptions(self, root: Path) -> pl.LazyFrame | None:
-        """ICD-9 titles from ``metadata/codes.parquet`` when it has a description column."""
+        """Diagnosis titles from ``metadata/codes.parquet`` when it has a description column."""
         path = root / "metadata" / "codes.parquet"
         if not path.is_file():
             return None
@@ -248,9 +296,9 @@ class MedsSource:
         return (
             pl.scan_parquet(path)
             .select(pl.col("code").cast(pl.Utf8), pl.col("description").cast(pl.Utf8))
-            .filter(pl.col("code").str.starts_with(self.code_prefix) & pl.col("description").is_not_null())
+            .filter(self._is_diagnosis() & pl.col("description").is_not_null())
             .select(
-                normalize_code_expr(pl.col("code").str.slice(len(self.code_prefix))).alias("code"),
+                normalize_code_expr(self._diagnosis_code()).alias("code"),
                 "description",
             )
             .unique("code", keep="first", maintain_order=True)

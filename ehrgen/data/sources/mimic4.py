@@ -3,7 +3,9 @@ diagnoses_icd (seq_num order, icd_code, icd_version).
 
 MIMIC-IV has no date of birth: each patient has an ``anchor_age`` in a shifted ``anchor_year``, so the
 age at a visit is ``anchor_age + year(admittime) - anchor_year`` (whole years). Diagnoses carry ICD-9
-and ICD-10 codes side by side; ehrgen models ICD-9-CM only, so ICD-10 rows are dropped and counted.
+and ICD-10 codes side by side (``icd_version``); both are kept by default, ICD-10 codes as
+``ICD10CM:<code>`` (``ehrgen.data.codes``). ``icd_versions`` keeps one of them; the other's rows are
+dropped and counted (``icd9_rows`` / ``icd10_rows``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import normalize_code_expr
-from ehrgen.data.sources.base import RawCsv, SourceTables, find_table, parse_datetime, parse_sex
+from ehrgen.data.codes import normalize_code_expr, with_system_expr
+from ehrgen.data.sources.base import (
+    SUPPORTED_ICD_VERSIONS,
+    RawCsv,
+    SourceTables,
+    check_icd_versions,
+    find_table,
+    parse_datetime,
+    parse_sex,
+)
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
-
-SUPPORTED_ICD_VERSIONS = (9,)
 
 
 def hosp_dir(raw_dir: str | Path | None) -> Path | None:
@@ -35,18 +43,13 @@ class Mimic4Source:
 
     name = "mimic4"
 
-    def __init__(self, raw_dir: str | Path | None, icd_version: int = 9):
-        if icd_version not in SUPPORTED_ICD_VERSIONS:
-            raise InputError(
-                f"data.source.icd_version={icd_version} is not supported: expected 9 "
-                "(ehrgen models ICD-9-CM diagnosis codes; ICD-10 rows are dropped and counted)"
-            )
+    def __init__(self, raw_dir: str | Path | None, icd_versions: object = SUPPORTED_ICD_VERSIONS):
         self.raw_dir = raw_dir
-        self.icd_version = int(icd_version)
+        self.icd_versions = check_icd_versions(icd_versions)
 
     def cache_key(self) -> dict[str, object]:
         raw = None if self.raw_dir is None else str(Path(self.raw_dir).expanduser().absolute())
-        return {"source": self.name, "raw_dir": raw, "icd_version": self.icd_version}
+        return {"source": self.name, "raw_dir": raw, "icd_versions": list(self.icd_versions)}
 
     def load(self, workdir: Path | None = None) -> SourceTables:
         hosp = hosp_dir(self.raw_dir)
@@ -103,11 +106,16 @@ class Mimic4Source:
             "diagnoses",
         )
         version_drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
-        diagnoses = all_diagnoses.filter(pl.col("icd_version") == self.icd_version).select(
+        kept = all_diagnoses.filter(pl.col("icd_version").is_in(self.icd_versions))
+        if self.icd_versions == (9,):  # codes stay Categorical: no per-row string work
+            code = pl.col("icd_code")
+        else:
+            code = with_system_expr("icd_code", "icd_version")
+        diagnoses = kept.select(
             "subject_id",
             pl.col("hadm_id").alias("visit_id"),
             pl.col("seq_num").alias("seq"),
-            pl.col("icd_code").alias("code"),
+            code.alias("code"),
         )
 
         descriptions = self._descriptions(hosp, raw)
@@ -120,23 +128,29 @@ class Mimic4Source:
             drops=raw.drops | version_drops,
             info={
                 "raw_dir": str(Path(self.raw_dir).expanduser().absolute()),
-                "icd_version": self.icd_version,
+                "icd_versions": list(self.icd_versions),
                 "input_records": raw.records,
             },
         )
 
     def _count_dropped_versions(self, diagnoses: pl.LazyFrame, path: Path) -> dict[str, int]:
-        """Count rows outside the kept ICD version (one pass over the version column)."""
+        """Count rows outside the kept ICD versions (one pass over the version column)."""
         version = pl.col("icd_version")
+        left_out = [v for v in SUPPORTED_ICD_VERSIONS if v not in self.icd_versions]
         counts = diagnoses.select(
-            (version == 10).sum().alias("icd10_rows"),
+            *((version == v).sum().alias(f"icd{v}_rows") for v in left_out),
             (version.is_null() | ~version.is_in([9, 10])).sum().alias("icd_version_invalid_rows"),
         ).collect()
         drops = {name: int(counts[name][0] or 0) for name in counts.columns}
-        if drops["icd10_rows"]:
-            log.info(
-                "%s: dropped %d ICD-10 diagnosis rows (ehrgen keeps ICD-9 only)", path, drops["icd10_rows"]
-            )
+        for v in left_out:
+            if drops[f"icd{v}_rows"]:
+                log.info(
+                    "%s: dropped %d ICD-%d diagnosis rows (data.source.icd_versions=%s)",
+                    path,
+                    drops[f"icd{v}_rows"],
+                    v,
+                    list(self.icd_versions),
+                )
         if drops["icd_version_invalid_rows"]:
             log.warning(
                 "%s: dropped %d rows whose icd_version is neither 9 nor 10",
@@ -146,7 +160,7 @@ class Mimic4Source:
         return drops
 
     def _descriptions(self, hosp: Path | None, raw: RawCsv) -> pl.LazyFrame | None:
-        """ICD-9 long titles from d_icd_diagnoses when the file is there (it is optional)."""
+        """Long titles of the kept ICD versions from d_icd_diagnoses when the file is there (optional)."""
         try:
             titles_csv = find_table(hosp, "d_icd_diagnoses", "")
         except InputError:
@@ -157,6 +171,9 @@ class Mimic4Source:
                 {"icd_code": pl.Utf8, "icd_version": pl.Int64, "long_title": pl.Utf8},
                 "descriptions",
             )
-            .filter(pl.col("icd_version") == self.icd_version)
-            .select(normalize_code_expr("icd_code").alias("code"), pl.col("long_title").alias("description"))
+            .filter(pl.col("icd_version").is_in(self.icd_versions))
+            .select(
+                normalize_code_expr(with_system_expr("icd_code", "icd_version")).alias("code"),
+                pl.col("long_title").alias("description"),
+            )
         )

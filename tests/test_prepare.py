@@ -245,7 +245,9 @@ def test_empty_result_is_an_error(tmp_path: Path, compose_cfg) -> None:
             "DIAGNOSES_ICD": [DIAGNOSES[0], [1, 1, 100, 1, "XYZ"]],
         },
     )
-    with pytest.raises(InputError, match="no patient with a usable diagnosis remains.*diagnosis_malformed_code=1"):
+    with pytest.raises(
+        InputError, match="no patient with a usable diagnosis remains.*diagnosis_malformed_code=1"
+    ):
         _prepare(raw, tmp_path / "c", compose_cfg)
     assert list(tmp_path.glob(".c.tmp-*")) == [] and not (tmp_path / "c").exists()
 

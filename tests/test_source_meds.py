@@ -167,7 +167,9 @@ def test_load_tables(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     ]
 
 
-def test_one_icd_version_drops_and_counts_the_other(meds_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_icd_version_drops_and_counts_the_other(
+    meds_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.meds"):
         nine = MedsSource(meds_root, icd_versions=[9]).load(meds_root)
     assert nine.drops == {"icd10_rows": 1}

@@ -184,7 +184,9 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("versions", [[], [11], [9, 11], "nine", None])
 def test_bad_icd_versions_are_named(tmp_path: Path, versions: object) -> None:
-    with pytest.raises(InputError, match=r"data\.source\.icd_versions=.*expected a non-empty subset of \[9, 10\]"):
+    with pytest.raises(
+        InputError, match=r"data\.source\.icd_versions=.*expected a non-empty subset of \[9, 10\]"
+    ):
         Mimic4Source(tmp_path, icd_versions=versions)
 
 

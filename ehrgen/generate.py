@@ -1,9 +1,10 @@
 """Generate a synthetic cohort from a trained PromptBart checkpoint.
 
-    python -m ehrgen.generate ckpt=PATH n_patients=N out_dir=PATH [formats=[cohort,mimic3,meds]]
+    python -m ehrgen.generate ckpt=PATH n_patients=N out_dir=PATH [formats=[cohort,mimic3,mimic4,meds]]
 
 ``out_dir/cohort`` is a cohort directory (the format ``prepare`` writes; every patient in the
-``train`` split), ``out_dir/mimic3`` MIMIC-III CSVs and ``out_dir/meds`` a MEDS dataset, as chosen
+``train`` split), ``out_dir/mimic3`` MIMIC-III CSVs, ``out_dir/mimic4`` MIMIC-IV ``hosp/`` CSVs and
+``out_dir/meds`` a MEDS dataset, as chosen
 by ``formats``; ``out_dir/generation.json`` records the options and counts. All of it is written
 in a temporary sibling directory renamed into place at the end: an interrupted run leaves no
 complete-looking output. Options: conf/generate.yaml.
@@ -54,13 +55,13 @@ from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
 from ehrgen.options import number
 from ehrgen.sampling.constraints import VisitConstraints
 from ehrgen.sampling.demographics import DemographicsModel, requested_demographics
+from ehrgen.sampling.exporters import EXPORTERS, FORMATS
 from ehrgen.sampling.hierarchical import CodeExpander, GivenCodes
 from ehrgen.sampling.sampler import Sampler, SamplingConfig, tokens_to_visits
 from ehrgen.sampling.times import KnownTimes, sample_visit_times, with_times
-from ehrgen.sampling.writers import SyntheticCohortWriter, synthetic_id_offset, write_meds, write_mimic3_csv
+from ehrgen.sampling.writers import SyntheticCohortWriter, synthetic_id_offset
 
 log = logging.getLogger(__name__)
-FORMATS = ("cohort", "mimic3", "meds")
 MODES = ("demographics", "conditional")
 CONTEXT_KEY = "generation"  # what ehrgen.train stores beside the weights (demographics, ids, titles)
 DEMOGRAPHICS_CHUNK = (
@@ -296,7 +297,7 @@ def _check_options(cfg: DictConfig) -> tuple[list[str], int, int]:
         raise InputError(f"shard_index={k}, num_shards={shards}: expected 0 <= shard_index < num_shards")
     if shards > 1 and set(formats) - {"cohort"}:
         raise InputError(
-            "with num_shards > 1 write formats=[cohort] per shard and export mimic3/meds from the merged "
+            "with num_shards > 1 write formats=[cohort] per shard and export mimic3/mimic4/meds from the merged "
             "cohort (each export numbers admissions from the same HADM_ID start)"
         )
     if int(cfg.batch_size) < 1:
@@ -503,12 +504,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 writer.add(frame)
                 bar.update(len(index))
         seconds = time.perf_counter() - started
-        if "mimic3" in formats:
-            write_mimic3_csv(
-                tmp / "cohort", tmp / "mimic3", int(cfg.seed), compress=bool(cfg.export.compress)
-            )
-        if "meds" in formats:
-            write_meds(tmp / "cohort", tmp / "meds", int(cfg.seed))
+        for fmt in formats:
+            if fmt in EXPORTERS:
+                EXPORTERS[fmt](tmp / "cohort", tmp / fmt, int(cfg.seed), bool(cfg.export.compress), False)
         meta = writer.meta or {}
         summary = {
             "out_dir": str(out_dir),

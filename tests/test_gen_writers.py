@@ -17,16 +17,16 @@ from ehrgen.data.build import cooccurrence_matrix, load_cooccurrence
 from ehrgen.data.cohort import PATIENT_SCHEMA, SPLITS, Cohort
 from ehrgen.errors import InputError
 from ehrgen.prepare import run as prepare
-from ehrgen.sampling.writers import (
+from ehrgen.sampling.exporters import (
     FIRST_ADMISSION_WINDOW,
     HADM_ID_START,
     MEDS_CODES_SCHEMA,
     MEDS_DATA_SCHEMA,
-    SyntheticCohortWriter,
-    synthetic_id_offset,
     write_meds,
     write_mimic3_csv,
+    write_mimic4_csv,
 )
+from ehrgen.sampling.writers import SyntheticCohortWriter, synthetic_id_offset
 from tests.conftest import compose_config
 
 VOCAB = ["4019", "25000", "V5861", "E8497", "41401", "4280", "5849", "2724", "V053", "99591", "E9342"]
@@ -89,6 +89,27 @@ def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(3)
     out = tmp_path_factory.mktemp("syn") / "cohort"
     write_synthetic(out, [random_batch(rng, 60) for _ in range(3)], generation={"seed": 3})
+    return out
+
+
+# ICD-10-CM codes beside the ICD-9 ones; ICD10CM:E871 (hypo-osmolality) shares its string with the
+# ICD-9 category E871 (a misadventure): the exports must keep the two apart.
+MIXED_VOCAB = [*VOCAB, "ICD10CM:E119", "ICD10CM:I10", "ICD10CM:E871", "ICD10CM:S72001A", "E8710"]
+MIXED_TITLES = {**TITLES, "ICD10CM:I10": "Essential (primary) hypertension"}
+
+
+@pytest.fixture(scope="module")
+def mixed_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(5)
+    batches = []
+    for _ in range(2):
+        batch = random_batch(rng, 50)
+        visits = [
+            [list(rng.choice(MIXED_VOCAB, size=len(v), replace=False)) for v in p] for p in batch["visits"]
+        ]
+        batches.append(batch.with_columns(pl.Series("visits", visits, dtype=VISIT)))
+    out = tmp_path_factory.mktemp("mixed") / "cohort"
+    write_synthetic(out, batches, descriptions=MIXED_TITLES)
     return out
 
 
@@ -325,6 +346,54 @@ def test_mimic3_export_of_real_demo_keeps_times(demo_cohort: Path, tmp_path: Pat
     assert Cohort(back).codes().sort("code").equals(Cohort(demo_cohort).codes().sort("code"))
 
 
+def test_mimic3_export_refuses_icd10(mixed_cohort: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"ICD-10-CM code\(s\) \(e\.g\. ICD10CM:.*holds ICD-9 only.*mimic4"):
+        write_mimic3_csv(mixed_cohort, tmp_path / "mimic3", seed=7)
+    assert not (tmp_path / "mimic3").exists()
+
+
+def test_mimic4_export_reads_back_into_same_cohort(mixed_cohort: Path, tmp_path: Path) -> None:
+    raw = write_mimic4_csv(mixed_cohort, tmp_path / "mimic4", seed=7)
+    hosp = raw / "hosp"
+    headers = {p.name: p.read_text().splitlines()[0] for p in hosp.glob("*.csv")}
+    assert headers["patients.csv"] == "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod"
+    assert headers["diagnoses_icd.csv"] == "subject_id,hadm_id,seq_num,icd_code,icd_version"
+    assert headers["admissions.csv"].startswith("subject_id,hadm_id,admittime,dischtime,deathtime,")
+    assert headers["d_icd_diagnoses.csv"] == "icd_code,icd_version,long_title"
+    dx = pl.read_csv(hosp / "diagnoses_icd.csv", schema_overrides={"icd_code": pl.Utf8})
+    # ICD-10 rows are unmarked codes with icd_version 10, as MIMIC-IV stores them
+    versions = dict(zip(dx["icd_code"], dx["icd_version"], strict=False))
+    assert versions["E119"] == 10 and versions["4019"] == 9 and versions["E8710"] == 9
+    assert {v for c, v in dx.select("icd_code", "icd_version").unique().rows() if c == "E871"} <= {10}
+
+    back = prepare_from("mimic4", raw, tmp_path / "back")
+    assert Cohort(back).meta["drops"] == {}
+    want, got = cohort_rows(mixed_cohort), cohort_rows(back)
+    assert got.keys() == want.keys()
+    for sid, (sex, age, visits, _) in want.items():
+        assert got[sid][0] == sex and got[sid][2] == visits
+        assert got[sid][1] == (90.0 if age > 89 else float(np.floor(age)))  # MIMIC-IV: whole years
+    # same seed: the same dates as the MEDS export
+    via_meds = cohort_rows(
+        prepare_from("meds", write_meds(mixed_cohort, tmp_path / "meds", 7), tmp_path / "bm")
+    )
+    assert all(got[sid][3] == via_meds[sid][3] for sid in want)
+    codes = Cohort(back).codes()
+    titles = dict(zip(codes["code"], codes["description"], strict=True))
+    assert titles["ICD10CM:I10"] == MIXED_TITLES["ICD10CM:I10"] and titles["4280"] == TITLES["4280"]
+    assert codes.filter(pl.col("code") == "ICD10CM:E871")["category"].item() == "ICD10CM:E87"
+
+
+def test_mimic4_export_of_real_demo(demo_cohort: Path, tmp_path: Path) -> None:
+    raw = write_mimic4_csv(demo_cohort, tmp_path / "mimic4", seed=0, compress=True)
+    assert (raw / "hosp" / "diagnoses_icd.csv.gz").is_file()
+    back = Cohort(prepare_from("mimic4", raw, tmp_path / "back")).read()
+    real = Cohort(demo_cohort).read()
+    assert back.drop("age").equals(real.drop("age"))
+    ages = real["age"].to_numpy()
+    np.testing.assert_array_equal(back["age"].to_numpy(), np.where(ages > 89, 90, np.floor(ages)))
+
+
 # ----------------------------------------------------------------------------- MEDS
 
 
@@ -371,7 +440,7 @@ def test_meds_export_validates_with_meds_package(synthetic_cohort: Path, tmp_pat
     meds.SubjectSplitSchema.validate(pq.read_table(root / meds.subject_splits_filepath))
     meds.DatasetMetadataSchema.validate(json.loads((root / meds.dataset_metadata_filepath).read_text()))
     # our own constants mirror the package's required columns
-    from ehrgen.sampling.writers import MEDS_VERSION
+    from ehrgen.sampling.exporters import MEDS_VERSION
 
     for field in meds.DataSchema.schema():
         if field.name in MEDS_DATA_SCHEMA.names:
@@ -382,7 +451,7 @@ def test_meds_export_validates_with_meds_package(synthetic_cohort: Path, tmp_pat
 def test_meds_export_reads_back_into_same_cohort(synthetic_cohort: Path, tmp_path: Path) -> None:
     root = write_meds(synthetic_cohort, tmp_path / "meds", seed=7)
     back = prepare_from("meds", root, tmp_path / "back")
-    assert Cohort(back).meta["drops"] == {"icd10_rows": 0}
+    assert Cohort(back).meta["drops"] == {}
     want, got = cohort_rows(synthetic_cohort), cohort_rows(back)
     assert got.keys() == want.keys()
     for sid, (sex, age, visits, _) in want.items():
@@ -395,6 +464,18 @@ def test_meds_export_reads_back_into_same_cohort(synthetic_cohort: Path, tmp_pat
     assert all(got[sid][3] == via_mimic[sid][3] for sid in want)
     codes = Cohort(back).codes()
     assert dict(zip(codes["code"], codes["description"], strict=True))["4019"] == TITLES["4019"]
+
+
+def test_meds_export_keeps_icd10_apart(mixed_cohort: Path, tmp_path: Path) -> None:
+    root = write_meds(mixed_cohort, tmp_path / "meds", seed=7)
+    rows = {r["code"]: r for r in pq.read_table(root / "metadata" / "codes.parquet").to_pylist()}
+    assert rows["DIAGNOSIS//ICD//10//E119"]["parent_codes"] == ["ICD10CM/E11.9"]
+    assert rows["DIAGNOSIS//ICD//10//E871"]["parent_codes"] == ["ICD10CM/E87.1"]
+    assert rows["DIAGNOSIS//ICD//9//E8710"]["parent_codes"] == ["ICD9CM/E871.0"]
+    assert rows["DIAGNOSIS//ICD//10//I10"]["description"] == MIXED_TITLES["ICD10CM:I10"]
+    back = prepare_from("meds", root, tmp_path / "back")
+    want, got = cohort_rows(mixed_cohort), cohort_rows(back)
+    assert {sid: v[2] for sid, v in got.items()} == {sid: v[2] for sid, v in want.items()}
 
 
 def test_meds_export_of_real_demo(demo_cohort: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ehrgen.data.cohort import check_not_input, check_output, mark_output
 from ehrgen.errors import InputError
+from ehrgen.sampling.exporters import FORMATS
 
 from . import jobs, shards
 from .cli import (
@@ -36,7 +37,7 @@ from .cli import (
     say,
 )
 from .executor import ExecutorSpec
-from .merge import FORMATS, export_formats, merge_shards
+from .merge import export_formats, merge_shards
 from .monitor import Outcome, Task, squeue_states, wait_for
 
 # generate options that change how fast, not what, a shard generates: free to differ on a re-run.

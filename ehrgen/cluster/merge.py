@@ -25,22 +25,9 @@ import scipy.sparse as sp
 from ehrgen.data.build import COOCCURRENCE_FILE, load_cooccurrence
 from ehrgen.data.cohort import SPLITS, Cohort, atomic_directory, write_json_atomic
 from ehrgen.errors import InputError
-from ehrgen.sampling.writers import write_meds, write_mimic3_csv
+from ehrgen.sampling.exporters import EXPORTERS
 
 from .shards import ShardState, shard_dir, shard_range
-
-
-def _mimic3(cohort: Path, target: Path, seed: int, compress: bool, overwrite: bool) -> None:
-    write_mimic3_csv(cohort, target, seed, compress=compress, overwrite=overwrite)
-
-
-def _meds(cohort: Path, target: Path, seed: int, compress: bool, overwrite: bool) -> None:
-    write_meds(cohort, target, seed, overwrite=overwrite)
-
-
-# Exports of the merged cohort: ehrgen.generate's formats besides the cohort itself.
-EXPORTERS = {"mimic3": _mimic3, "meds": _meds}
-FORMATS = ("cohort", *EXPORTERS)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

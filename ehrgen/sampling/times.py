@@ -32,8 +32,8 @@ from ehrgen.models.visit_times import (
     from_bins,
     visit_time_values,
 )
+from ehrgen.sampling.exporters import FIRST_ADMISSION_WINDOW, datetime_seconds
 from ehrgen.sampling.sampler import counter_uniforms, inverse_cdf, patient_keys, visit_structure
-from ehrgen.sampling.writers import FIRST_ADMISSION_WINDOW, datetime_seconds
 
 _TIME_STREAM = 3
 _ANCHOR_STREAM = 4

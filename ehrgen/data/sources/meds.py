@@ -270,9 +270,9 @@ class MedsSource:
         counts = events.select(
             *(pl.col("code").str.starts_with(p).sum().alias(f"icd{v}_rows") for v, p in left_out.items())
         ).collect()
-        drops = {name: int(counts[name][0] or 0) for name in counts.columns}
+        drops = {name: int(counts[name][0] or 0) for name in counts.columns if counts[name][0]}
         for v in left_out:
-            if drops[f"icd{v}_rows"]:
+            if f"icd{v}_rows" in drops:
                 log.info(
                     "%s: dropped %d ICD-%d diagnosis events (data.source.icd_versions=%s)",
                     root,

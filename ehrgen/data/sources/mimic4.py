@@ -141,9 +141,9 @@ class Mimic4Source:
             *((version == v).sum().alias(f"icd{v}_rows") for v in left_out),
             (version.is_null() | ~version.is_in([9, 10])).sum().alias("icd_version_invalid_rows"),
         ).collect()
-        drops = {name: int(counts[name][0] or 0) for name in counts.columns}
+        drops = {name: int(counts[name][0] or 0) for name in counts.columns if counts[name][0]}
         for v in left_out:
-            if drops[f"icd{v}_rows"]:
+            if f"icd{v}_rows" in drops:
                 log.info(
                     "%s: dropped %d ICD-%d diagnosis rows (data.source.icd_versions=%s)",
                     path,
@@ -151,7 +151,7 @@ class Mimic4Source:
                     v,
                     list(self.icd_versions),
                 )
-        if drops["icd_version_invalid_rows"]:
+        if "icd_version_invalid_rows" in drops:
             log.warning(
                 "%s: dropped %d rows whose icd_version is neither 9 nor 10",
                 path,

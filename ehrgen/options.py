@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ehrgen.data.gem import gem_path, icd_map_from_config
 from ehrgen.errors import InputError
 
 # Trainer keys that take whole numbers: (minimum, values allowed besides, e.g. -1 for "no limit").
@@ -75,6 +76,9 @@ def check_prepare_options(cfg: DictConfig) -> None:
         raise InputError(
             f"data.split_fractions={fractions!r}: expected three non-negative numbers summing to 1"
         )
+    icd_map = icd_map_from_config(cfg.data.get("icd_map"))
+    if icd_map is not None:
+        gem_path(icd_map.to, icd_map.gem_dir)  # a missing GEM folder or file fails before any work
 
 
 def check_train_options(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ehrgen.config import CONFIG_DIR
 from ehrgen.data.build import build_cohort, row_accounting
 from ehrgen.data.cohort import SCHEMA_VERSION, Cohort, atomic_directory
+from ehrgen.data.gem import icd_map_from_config
 from ehrgen.errors import InputError, one_line_errors
 from ehrgen.options import check_prepare_options
 
@@ -31,8 +32,10 @@ def cohort_dir_for(cfg: DictConfig) -> Path:
     if cfg.data.get("cohort_dir"):
         return Path(str(cfg.data.cohort_dir)).expanduser().absolute()
     source = instantiate(cfg.data.source)
+    icd_map = icd_map_from_config(cfg.data.get("icd_map"))
     key = {
         **source.cache_key(),
+        **({"icd_map": icd_map.cache_key()} if icd_map is not None else {}),
         "schema_version": SCHEMA_VERSION,
         "split_seed": cfg.data.split_seed,
         "split_fractions": list(cfg.data.split_fractions),
@@ -61,6 +64,7 @@ def run(cfg: DictConfig) -> Path:
             split_fractions=tuple(float(f) for f in cfg.data.split_fractions),
             shard_size=int(cfg.data.shard_size),
             row_group_size=int(cfg.data.row_group_size),
+            icd_map=icd_map_from_config(cfg.data.get("icd_map")),
             extra_meta={"options": OmegaConf.to_container(cfg.data, resolve=True)},
         )
         shutil.rmtree(scratch)

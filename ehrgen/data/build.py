@@ -23,6 +23,7 @@ from ehrgen.data.cohort import (
     write_json_atomic,
     write_patient_shards,
 )
+from ehrgen.data.gem import IcdMap
 from ehrgen.data.sources.base import ROW_PREFIX, SourceTables
 from ehrgen.errors import InputError
 
@@ -74,12 +75,16 @@ def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
     return codes.select("visit_id", pl.col("code").list.unique(maintain_order=True).alias("codes"))
 
 
-def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int]]:
-    """Return ``(visits, patients, drops, input_rows)`` with only usable rows.
+def clean_tables(
+    tables: SourceTables, icd_map: IcdMap | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], int]:
+    """Return ``(visits, patients, drops, input_rows, added)`` with only usable rows.
 
     ``visits``: one row per usable admission: subject_id, visit_id, time, age and ``codes`` (the
     visit's distinct codes in ``seq`` order); ``patients``: subject_id, sex. Diagnoses are reduced
     to visit-level lists straight away, so per-diagnosis rows never carry visit columns.
+    ``icd_map`` translates every code into one ICD version (``ehrgen.data.gem``); ``added`` is the
+    number of codes beyond one per input row that its combination entries created.
     """
     drops = dict(tables.drops)
 
@@ -156,6 +161,9 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     dx = dx.filter(shaped & has_ids & admitted & ~mismatch).select(
         "visit_id", "seq", pl.col("norm").alias("code")
     )
+    added = 0
+    if icd_map is not None:
+        dx, added = _map_codes(dx, icd_map, drops)
     visit_codes = visit_code_lists(dx)
     n_rows = dx.height
     del dx
@@ -164,7 +172,35 @@ def clean_tables(tables: SourceTables) -> tuple[pl.DataFrame, pl.DataFrame, dict
     visits = visits.join(visit_codes, on="visit_id", how="inner")
     with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
-    return visits, with_visits, drops, input_rows
+    return visits, with_visits, drops, input_rows, added
+
+
+def _map_codes(dx: pl.DataFrame, icd_map: IcdMap, drops: dict[str, int]) -> tuple[pl.DataFrame, int]:
+    """Diagnosis rows with every code translated by ``icd_map`` (each distinct code looked up once;
+    the rows' own code counts choose among a GEM's alternatives).
+
+    Rows whose code the GEM does not map are dropped and counted; a combination entry turns one
+    row into several codes, at the row's ``seq``. Returns the rows and the number of codes added.
+    """
+    usage = dx.group_by("code").agg(pl.len().alias("n")).drop_nulls("code")
+    targets = icd_map.targets(usage["code"].cast(pl.Utf8), usage).with_columns(
+        pl.col("code").cast(dx.schema["code"])
+    )
+    dx = dx.join(targets, on="code", how="left", maintain_order="left")
+    counts = dx.select(
+        pl.col("targets").is_null().sum().alias("diagnosis_not_in_gem"),
+        (pl.col("targets").list.len() == 0).sum().alias("diagnosis_no_gem_map"),
+        (pl.col("targets").list.len().cast(pl.Int64) - 1).clip(lower_bound=0).sum().alias("added"),
+    ).row(0, named=True)
+    _count_drop(drops, "diagnosis_not_in_gem", counts["diagnosis_not_in_gem"])
+    _count_drop(drops, "diagnosis_no_gem_map", counts["diagnosis_no_gem_map"])
+    dx = (
+        dx.filter(pl.col("targets").list.len() > 0)
+        .select("visit_id", "seq", pl.col("targets").alias("code"))
+        .explode("code")
+        .with_columns(pl.col("code").cast(pl.Categorical))
+    )
+    return dx, int(counts["added"] or 0)
 
 
 # Which input table each drop reason takes its rows from (the rest of each table is used).
@@ -185,13 +221,14 @@ DROP_TABLE_PREFIXES = {
 def row_accounting(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Per input table of a prepared cohort: ``input`` rows = ``used`` + ``dropped`` (by reason).
 
-    Used rows are the cohort's patients, visits and (distinct per visit) diagnosis codes.
+    Used rows are the cohort's patients, visits and (distinct per visit) diagnosis codes; codes
+    an ICD map's combination entries added (``icd_map.codes_added``) are not input rows.
     """
     counts = meta["counts"]
     used = {
         "patients": sum(counts["patients"].values()),
         "admissions": sum(counts["visits"].values()),
-        "diagnoses": sum(counts["codes"].values()),
+        "diagnoses": sum(counts["codes"].values()) - int((meta.get("icd_map") or {}).get("codes_added", 0)),
     }
     out = {}
     for table, prefixes in DROP_TABLE_PREFIXES.items():
@@ -319,10 +356,11 @@ def build_cohort(
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     shard_size: int = 50_000,
     row_group_size: int = 1024,
+    icd_map: IcdMap | None = None,
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
-    visits, patients, drops, input_rows = clean_tables(tables)
+    visits, patients, drops, input_rows, added = clean_tables(tables, icd_map)
     visits, visit_ends = check_visit_ends(visits)
     if patients.height == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
@@ -368,6 +406,7 @@ def build_cohort(
         **layout_metadata(shard_size, row_group_size, files, cooc),
         info=tables.info,
         visit_ends=visit_ends,
+        **({"icd_map": icd_map.describe() | {"codes_added": added}} if icd_map is not None else {}),
         **(extra_meta or {}),
     )
     write_json_atomic(out_dir / "metadata" / "cohort.json", meta)

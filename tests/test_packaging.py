@@ -1,4 +1,4 @@
-"""The configs travel with the package: a non-editable wheel finds and composes them."""
+"""The configs and the GEMs travel with the package: a non-editable wheel finds and uses them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def test_wheel_ships_and_resolves_the_configs(tmp_path: Path) -> None:
     probe = (
         "from ehrgen.config import CONFIG_DIR, compose; "
         "cfg = compose('train', ['model=hierarchical', 'data=mimic3', 'data.raw_dir=x']); "
-        "print(CONFIG_DIR); print(cfg.model.level)"
+        "print(CONFIG_DIR); print(cfg.model.level); "
+        "import polars as pl; from ehrgen.data.gem import IcdMap; "
+        "print(IcdMap(10).targets(pl.Series(['4019']))['targets'][0][0])"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -35,4 +37,4 @@ def test_wheel_ships_and_resolves_the_configs(tmp_path: Path) -> None:
         check=True,
         timeout=120,
     ).stdout.split()
-    assert out == [str(tmp_path / "site" / "ehrgen" / "conf"), "category"]
+    assert out == [str(tmp_path / "site" / "ehrgen" / "conf"), "category", "ICD10CM:I10"]

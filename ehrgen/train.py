@@ -1,7 +1,7 @@
 """Train PromptBart on a cohort (prepared first when missing).
 
 python -m ehrgen.train                          # built-in simulated cohort, flat model
-python -m ehrgen.train model=hierarchical       # ICD-9 categories, codes expanded at generation
+python -m ehrgen.train model=hierarchical       # diagnosis categories, codes expanded at generation
 python -m ehrgen.train data=mimic3 data.raw_dir=/data/mimic-iii-1.4 logger=wandb
 """
 

@@ -4,7 +4,7 @@ A patient is ``<s> <v> c1 c2 <\\v> <v> c3 <\\v> </s>``. Two tokenizers share one
 (:class:`Tokenizer`):
 
 - :class:`CodeVocab` (``level="code"``): ids 0-6 special, then one token per code (never split).
-- :class:`HierarchicalTokenizer` (``level="category"``): ids 0-6 special, then ICD-9 categories,
+- :class:`HierarchicalTokenizer` (``level="category"``): ids 0-6 special, then diagnosis categories (ICD-9 and ICD-10-CM),
   then codes. ``encode`` gives the *category* sequence (categories de-duplicated within a visit,
   first occurrence first) for the hierarchical model; ``encode_codes`` gives the code level in
   the same id space; ``decode`` reads both.

@@ -1,6 +1,6 @@
 """Language-model metrics for PromptBart (torchmetrics; sum states, so DDP reduces them exactly).
 
-"Code tokens" are ids ``token_offset .. token_offset + n_tokens - 1``: ICD-9 codes for the flat
+"Code tokens" are ids ``token_offset .. token_offset + n_tokens - 1``: diagnosis codes for the flat
 model, categories for the hierarchical one (``n_tokens=None``: every id from ``token_offset`` up).
 """
 

@@ -84,7 +84,11 @@ _HELP: list[tuple[str, str, str]] = [
     (r"violating_code_rate$", "0", "share of code occurrences ruled out by the patient's sex/age"),
     (r"duplicate_rate$", "0", "share of code occurrences repeating a code already in the same visit"),
     (r"unknown_code_rate$", "0", "share of code occurrences outside the real vocabulary"),
-    (r"invalid_format_rate$", "0", "share of code occurrences that are not ICD-9 diagnosis codes"),
+    (
+        r"invalid_format_rate$",
+        "0",
+        "share of code occurrences that are not ICD-9-CM or ICD-10-CM diagnosis codes",
+    ),
     (r"empty_visit_rate$", "0", "share of visits without codes"),
     (r"empty_patient_rate$", "0", "share of patients without any code"),
     (

@@ -1,7 +1,7 @@
 """Clinical and structural constraints as vectorised logits masks over a batch of sequences.
 
 Each generated sequence must read ``<s> (<v> item+ <\\v>)+ </s>`` where items are the model's
-content tokens (codes for the flat model, ICD-9 categories for the hierarchical one):
+content tokens (codes for the flat model, diagnosis categories for the hierarchical one):
 
 - ``<s>`` is never generated (it is the decoder's first input), nor are ``<pad> <unk> <mask>``;
   a row that has finished (``</s>``) may only emit ``<pad>`` until the batch drops it.

@@ -1,4 +1,4 @@
-"""Stage 2 of hierarchical generation: expand generated ICD-9 categories into specific codes.
+"""Stage 2 of hierarchical generation: expand generated diagnosis categories into specific codes.
 
 Stage 1 is the ordinary :class:`~ehrgen.sampling.sampler.Sampler` over category tokens (one
 category at most once per visit). Stage 2 turns every (visit, category) into codes of that

@@ -241,7 +241,8 @@ def test_one_line_errors(capsys, tmp_path: Path) -> None:
     _one_line_error(err, "shard_index is set by the launcher")
     _, _, err = _cli(capsys, "generate", *base, "formats=[cohort,csv]", f"out_dir={tmp_path / 'b'}")
     _one_line_error(
-        err, "formats=['cohort', 'csv']: expected a non-empty subset of ['cohort', 'mimic3', 'mimic4', 'meds']"
+        err,
+        "formats=['cohort', 'csv']: expected a non-empty subset of ['cohort', 'mimic3', 'mimic4', 'meds']",
     )
     _, _, err = _cli(capsys, "generate", *base, "slurm.gpu=1", f"out_dir={tmp_path / 'b'}")
     _one_line_error(err, "unknown executor key slurm.gpu")

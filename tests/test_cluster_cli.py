@@ -86,7 +86,7 @@ def test_merge_equals_single_writer(tmp_path: Path) -> None:
     assert diff.nnz == 0 and load_cooccurrence(merged.path).nnz > 0
     assert merged.meta["counts"] == single.meta["counts"]
     assert merged.meta["drops"] == single.meta["drops"]
-    assert merged.meta["drops"]["admission_without_diagnoses"] == 1
+    assert merged.meta["drops"]["admission_without_codes"] == 1
     assert merged.meta["subject_ids"]["n_indices"] == 30
     assert [s["first_index"] for s in merged.meta["array_shards"]["shards"]] == [0, 10, 20]
     # part files renumbered across shards (each shard wrote parts of 4 patients: 4+4+2 per shard)

@@ -170,13 +170,14 @@ def test_writer_content_counts_and_drops(tmp_path: Path) -> None:
         "patients": {"train": len(expected), "val": 0, "test": 0},
         "visits": {"train": n_visits, "val": 0, "test": 0},
         "codes": {"train": n_codes, "val": 0, "test": 0},
+        "events": {"diagnoses": n_codes},
     }
     raw_visits = [v for b in batches for p in b["visits"].to_list() for v in p]
     n_null = sum(c is None for v in raw_visits for c in v)
     n_raw = sum(len(v) for v in raw_visits)
     assert meta["drops"]["diagnosis_null_code"] == n_null == batches[1]["visits"].list.len().sum()
     assert meta["drops"]["duplicate_code_in_visit"] == n_raw - n_null - n_codes
-    assert meta["drops"]["admission_without_diagnoses"] == len(raw_visits) - n_visits
+    assert meta["drops"]["admission_without_codes"] == len(raw_visits) - n_visits
     assert meta["drops"]["patient_without_admissions"] == 108 - len(expected)
     assert meta["generation"] == {"elapsed_s": 1.5}
     assert meta["subject_ids"]["id_offset"] == 5000 and meta["subject_ids"]["first_index"] == 200

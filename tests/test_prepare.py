@@ -208,7 +208,7 @@ def test_bad_rows_are_dropped_and_counted(tmp_path: Path, compose_cfg) -> None:
         "diagnosis_malformed_code": 1,
         "diagnosis_without_admission": 5,  # 201, 300, 900, 777, 500 were all dropped before
         "duplicate_code_in_visit": 2,
-        "admission_without_diagnoses": 1,
+        "admission_without_codes": 1,
         "patient_without_admissions": 2,  # patient 4, and patient 3 who lost its only admission
     }
     rows = {r["subject_id"]: r for r in cohort.read().iter_rows(named=True)}

@@ -295,7 +295,7 @@ def test_prepare_end_to_end(meds_root: Path, tmp_path: Path) -> None:
     assert drops["admission_unknown_age"] == 1  # 50 (no MEDS_BIRTH)
     assert drops["diagnosis_missing_id"] == 1  # subject 2's untimed diagnosis
     assert drops["diagnosis_without_admission"] == 3  # the diagnoses of 30, 40, 50
-    assert drops["admission_without_diagnoses"] == 1  # 11 (a lab only)
+    assert drops["admission_without_codes"] == 1  # 11 (a lab only)
     assert drops["patient_without_admissions"] == 1  # 5
     assert "diagnosis_malformed_code" not in drops
     assert cohort.meta["info"]["meds_dataset"]["dataset_name"] == "toy"

@@ -238,7 +238,7 @@ def test_prepare_end_to_end(mimic4_root: Path, tmp_path: Path) -> None:
     assert drops["admission_without_patient"] == 1  # 400 (patient 4 dropped)
     assert drops["admission_unknown_age"] == 1  # 500 (anchor_age 'abc')
     assert drops["diagnosis_without_admission"] == 3  # 201, 400, 500
-    assert drops["admission_without_diagnoses"] == 1  # 102
+    assert drops["admission_without_codes"] == 1  # 102
     assert drops["patient_without_admissions"] == 1  # 5
     accounting = row_accounting(cohort.meta)
     assert accounting["diagnoses"] == {"input": 14, "used": 9, "dropped": 5}

@@ -22,7 +22,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from ehrgen.data.build import COOCCURRENCE_FILE, load_cooccurrence
+from ehrgen.data.build import COOCCURRENCE_FILE, codes_per_table, load_cooccurrence
+from ehrgen.data.codes import event_type_expr
 from ehrgen.data.cohort import SPLITS, Cohort, atomic_directory, write_json_atomic
 from ehrgen.errors import InputError
 from ehrgen.sampling.exporters import EXPORTERS
@@ -74,8 +75,9 @@ def _merged_codes(cohorts: list[Cohort]) -> pl.DataFrame:
             pl.col("category").first(),
             pl.col("description").drop_nulls().first(),
         )
+        .with_columns(event_type_expr("code").alias("type"))
         .sort(["count", "code"], descending=[True, False])
-        .select(codes.columns)
+        .select("code", "count", "train_count", "category", "type", "description")
     )
 
 
@@ -128,7 +130,9 @@ def merge_shards(
     counts = {
         key: {s: sum(int(c.meta["counts"][key].get(s, 0)) for c in cohorts) for s in SPLITS}
         for key in meta0["counts"]
+        if key != "events"
     }
+    counts["events"] = codes_per_table(codes)
     drops = _sum_dicts([c.meta.get("drops", {}) for c in cohorts])
     generation = {k: v for k, v in meta0.get("generation", {}).items() if k != "shard_index"}
     generation.update(first_index=0, num_shards=shards)

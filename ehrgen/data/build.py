@@ -15,7 +15,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from ehrgen.data.codes import DX_PATTERN, category_expr, normalize_code_expr
+from ehrgen.data.codes import (
+    DIAGNOSIS,
+    MEDICATION,
+    PROCEDURE,
+    TYPE_PATTERNS,
+    category_expr,
+    event_type_expr,
+    normalize_code_expr,
+)
 from ehrgen.data.cohort import (
     SPLITS,
     assign_splits,
@@ -45,14 +53,25 @@ def _count_drop(drops: dict[str, int], name: str, n: int) -> None:
         drops[name] = drops.get(name, 0) + int(n)
 
 
-def _normalised_codes(raw: pl.Series) -> pl.DataFrame:
-    """Per distinct raw code: ``norm`` (normalised, Categorical; null unless shaped like an ICD-9-CM or
-    ICD-10-CM diagnosis code), ``empty``."""
+# The event tables a source may hand over: SourceTables field (= input table name), the prefix of
+# its drop reasons, its event type. Visits list their codes in this order of tables.
+EVENT_TABLES = (
+    ("diagnoses", "diagnosis", DIAGNOSIS),
+    ("procedures", "procedure", PROCEDURE),
+    ("medications", "medication", MEDICATION),
+)
+
+
+def _normalised_codes(raw: pl.Series, pattern: str) -> pl.DataFrame:
+    """Per distinct raw code: ``norm`` (normalised, Categorical; null unless shaped like ``pattern``,
+    its event type's codes), ``empty``."""
     norm = normalize_code_expr(pl.col("code").cast(pl.Utf8))
+    # A medication whose name holds no ingredient word normalises to the bare mark: empty too.
+    value = norm.str.replace(r"^(ICD10CM|ICD9PCS|ICD10PCS|RX):", "")
     return pl.DataFrame({"code": raw}).select(
         "code",
-        pl.when(norm.str.contains(DX_PATTERN)).then(norm).cast(pl.Categorical).alias("norm"),
-        (norm == "").alias("empty"),
+        pl.when(norm.str.contains(pattern)).then(norm).cast(pl.Categorical).alias("norm"),
+        (value == "").alias("empty"),
     )
 
 
@@ -77,23 +96,24 @@ def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
 
 def clean_tables(
     tables: SourceTables, icd_map: IcdMap | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], int]:
-    """Return ``(visits, patients, drops, input_rows, added)`` with only usable rows.
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], dict[str, Any]]:
+    """Return ``(visits, patients, drops, input_rows, events)`` with only usable rows.
 
     ``visits``: one row per usable admission: subject_id, visit_id, time, age and ``codes`` (the
-    visit's distinct codes in ``seq`` order); ``patients``: subject_id, sex. Diagnoses are reduced
-    to visit-level lists straight away, so per-diagnosis rows never carry visit columns.
-    ``icd_map`` translates every code into one ICD version (``ehrgen.data.gem``); ``added`` is the
-    number of codes beyond one per input row that its combination entries created.
+    visit's distinct codes: diagnoses, then procedures, then medications, each in ``seq`` order);
+    ``patients``: subject_id, sex. Event tables are reduced to visit-level lists straight away,
+    so per-event rows never carry visit columns. ``icd_map`` translates every diagnosis into one
+    ICD version (``ehrgen.data.gem``). ``events``: ``used`` codes per event table, and
+    ``codes_added``, the diagnoses beyond one per input row that the map's combinations created.
     """
     drops = dict(tables.drops)
-
+    present = [table for table, _, _ in EVENT_TABLES if getattr(tables, table) is not None]
     try:
-        patients, visits, dx = pl.collect_all(
+        patients, visits, *frames = pl.collect_all(
             [
                 tables.patients.select("subject_id", "sex"),
                 tables.visits.select("subject_id", "visit_id", "time", "end", "age"),
-                tables.diagnoses.select("subject_id", "visit_id", "seq", "code"),
+                *(getattr(tables, t).select("subject_id", "visit_id", "seq", "code") for t in present),
             ],
             engine="streaming",
         )
@@ -103,7 +123,10 @@ def clean_tables(
         raise InputError(
             f"{where}: a {tables.name} table could not be parsed ({type(err).__name__})"
         ) from None
-    input_rows = {"patients": patients.height, "admissions": visits.height, "diagnoses": dx.height}
+    events = dict(zip(present, frames, strict=True))
+    input_rows = {"patients": patients.height, "admissions": visits.height} | {
+        t: f.height for t, f in events.items()
+    }
     # CSV sources count raw data lines, including those already dropped while reading.
     input_rows |= {k: v for k, v in dict(tables.info.get("input_records") or {}).items() if k in input_rows}
 
@@ -133,12 +156,43 @@ def clean_tables(
     _count_drop(drops, "admission_negative_age", (visits["age"] < 0).sum())
     visits = visits.filter(pl.col("age") >= 0)
 
-    # -- diagnoses: each distinct raw code is normalised and validated once, not once per row.
-    dx = dx.with_columns(pl.col("code").cast(pl.Categorical))
-    code_map = _normalised_codes(dx["code"].unique().drop_nulls())
+    # -- events: each distinct raw code is normalised and validated once, not once per row.
     visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
+    lists, used, added = [], {}, 0
+    for table, reason, kind in EVENT_TABLES:
+        if table not in events:
+            continue
+        rows = _usable_events(events.pop(table), visit_subject, reason, TYPE_PATTERNS[kind], drops)
+        if kind == DIAGNOSIS and icd_map is not None:
+            rows, added = _map_codes(rows, icd_map, drops)
+        visit_codes = visit_code_lists(rows)
+        used[table] = int(visit_codes["codes"].list.len().sum() or 0)
+        duplicate = "duplicate_code_in_visit" if kind == DIAGNOSIS else f"{reason}_duplicate_in_visit"
+        _count_drop(drops, duplicate, rows.height - used[table])
+        lists.append(visit_codes)
+        del rows
+    if len(lists) > 1:  # one list per visit, the tables' codes in EVENT_TABLES order
+        visit_codes = (
+            pl.concat([v.with_columns(pl.lit(i, pl.Int8).alias("rank")) for i, v in enumerate(lists)])
+            .sort("visit_id", "rank")
+            .group_by("visit_id", maintain_order=True)
+            .agg(pl.col("codes").flatten())
+        )
+    _count_drop(drops, "admission_without_codes", visits.height - visit_codes.height)
+    visits = visits.join(visit_codes, on="visit_id", how="inner")
+    with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
+    _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
+    return visits, with_visits, drops, input_rows, {"used": used, "codes_added": added}
+
+
+def _usable_events(
+    rows: pl.DataFrame, visit_subject: pl.DataFrame, reason: str, pattern: str, drops: dict[str, int]
+) -> pl.DataFrame:
+    """``visit_id, seq, code`` of an event table's usable rows; the rest counted as ``<reason>_*``."""
+    rows = rows.with_columns(pl.col("code").cast(pl.Categorical))
+    code_map = _normalised_codes(rows["code"].unique().drop_nulls(), pattern)
     # Eager joins: the same two as one lazy plan cost 1.4x the CPU.
-    dx = dx.join(code_map, on="code", how="left", maintain_order="left").join(
+    rows = rows.join(code_map, on="code", how="left", maintain_order="left").join(
         visit_subject, on="visit_id", how="left", maintain_order="left"
     )
     # Each dropped row is counted once, under the first reason that applies.
@@ -147,32 +201,20 @@ def clean_tables(
     admitted = pl.col("visit_subject").is_not_null()
     has_ids = pl.col("visit_id").is_not_null() & pl.col("subject_id").is_not_null()
     mismatch = pl.col("subject_id") != pl.col("visit_subject")
-    counts = dx.select(
-        null_code.sum().alias("diagnosis_null_code"),
-        (~null_code & ~shaped).sum().alias("diagnosis_malformed_code"),
+    counts = rows.select(
+        null_code.sum().alias(f"{reason}_null_code"),
+        (~null_code & ~shaped).sum().alias(f"{reason}_malformed_code"),
         (shaped & (pl.col("visit_id").is_null() | pl.col("subject_id").is_null()))
         .sum()
-        .alias("diagnosis_missing_id"),
-        (shaped & has_ids & ~admitted).sum().alias("diagnosis_without_admission"),
-        (shaped & has_ids & admitted & mismatch).sum().alias("diagnosis_subject_mismatch"),
+        .alias(f"{reason}_missing_id"),
+        (shaped & has_ids & ~admitted).sum().alias(f"{reason}_without_admission"),
+        (shaped & has_ids & admitted & mismatch).sum().alias(f"{reason}_subject_mismatch"),
     )
-    for reason, n in counts.row(0, named=True).items():
-        _count_drop(drops, reason, n)
-    dx = dx.filter(shaped & has_ids & admitted & ~mismatch).select(
+    for name, n in counts.row(0, named=True).items():
+        _count_drop(drops, name, n)
+    return rows.filter(shaped & has_ids & admitted & ~mismatch).select(
         "visit_id", "seq", pl.col("norm").alias("code")
     )
-    added = 0
-    if icd_map is not None:
-        dx, added = _map_codes(dx, icd_map, drops)
-    visit_codes = visit_code_lists(dx)
-    n_rows = dx.height
-    del dx
-    _count_drop(drops, "duplicate_code_in_visit", n_rows - int(visit_codes["codes"].list.len().sum() or 0))
-    _count_drop(drops, "admission_without_diagnoses", visits.height - visit_codes.height)
-    visits = visits.join(visit_codes, on="visit_id", how="inner")
-    with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
-    _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
-    return visits, with_visits, drops, input_rows, added
 
 
 def _map_codes(dx: pl.DataFrame, icd_map: IcdMap, drops: dict[str, int]) -> tuple[pl.DataFrame, int]:
@@ -215,23 +257,37 @@ DROP_TABLE_PREFIXES = {
         "icd10_",
         "icd_version_",
     ),
+    "procedures": (f"{ROW_PREFIX['procedures']}_",),
+    "medications": (f"{ROW_PREFIX['medications']}_",),
 }
+
+
+def codes_per_table(codes: pl.DataFrame) -> dict[str, int]:
+    """Code occurrences per event table (``diagnoses``, ...) from a ``codes.parquet`` table."""
+    tables = {kind: table for table, _, kind in EVENT_TABLES}
+    totals = codes.group_by("type").agg(pl.col("count").sum()).rows()
+    return {tables[kind]: int(n) for table, _, kind in EVENT_TABLES for k, n in totals if k == kind}
 
 
 def row_accounting(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Per input table of a prepared cohort: ``input`` rows = ``used`` + ``dropped`` (by reason).
 
-    Used rows are the cohort's patients, visits and (distinct per visit) diagnosis codes; codes
-    an ICD map's combination entries added (``icd_map.codes_added``) are not input rows.
+    Used rows are the cohort's patients, visits and (distinct per visit) codes of each event
+    table (``counts.events``; all codes are diagnoses in cohorts written before other event
+    types existed); codes an ICD map's combination entries added (``icd_map.codes_added``) are
+    not input rows.
     """
     counts = meta["counts"]
     used = {
         "patients": sum(counts["patients"].values()),
         "admissions": sum(counts["visits"].values()),
-        "diagnoses": sum(counts["codes"].values()) - int((meta.get("icd_map") or {}).get("codes_added", 0)),
+        **dict(counts.get("events") or {"diagnoses": sum(counts["codes"].values())}),
     }
+    used["diagnoses"] -= int((meta.get("icd_map") or {}).get("codes_added", 0))
     out = {}
     for table, prefixes in DROP_TABLE_PREFIXES.items():
+        if table not in meta["input_rows"]:
+            continue
         dropped = sum(n for reason, n in meta["drops"].items() if reason.startswith(prefixes))
         out[table] = {"input": int(meta["input_rows"][table]), "used": used[table], "dropped": dropped}
     return out
@@ -292,7 +348,7 @@ def code_table(patients: pl.DataFrame, split: np.ndarray, descriptions: pl.DataF
             pl.col("is_train").sum().cast(pl.Int64).alias("train_count"),
         )
         .with_columns(pl.col("code").cast(pl.Utf8))
-        .with_columns(category_expr("code").alias("category"))
+        .with_columns(category_expr("code").alias("category"), event_type_expr("code").alias("type"))
     )
     if descriptions is not None:
         codes = codes.join(descriptions.unique("code", keep="first"), on="code", how="left")
@@ -360,7 +416,7 @@ def build_cohort(
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
-    visits, patients, drops, input_rows, added = clean_tables(tables, icd_map)
+    visits, patients, drops, input_rows, events = clean_tables(tables, icd_map)
     visits, visit_ends = check_visit_ends(visits)
     if patients.height == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
@@ -390,6 +446,7 @@ def build_cohort(
             counts["visits"][name] = int(n_visits.filter(pl.Series(mask)).sum())
             counts["codes"][name] = int(n_codes.filter(pl.Series(mask)).sum())
         cooc = cooc_future.result()
+    counts["events"] = codes_per_table(codes)
     sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc, compressed=False)
 
     meta = cohort_metadata(
@@ -406,7 +463,11 @@ def build_cohort(
         **layout_metadata(shard_size, row_group_size, files, cooc),
         info=tables.info,
         visit_ends=visit_ends,
-        **({"icd_map": icd_map.describe() | {"codes_added": added}} if icd_map is not None else {}),
+        **(
+            {"icd_map": icd_map.describe() | {"codes_added": events["codes_added"]}}
+            if icd_map is not None
+            else {}
+        ),
         **(extra_meta or {}),
     )
     write_json_atomic(out_dir / "metadata" / "cohort.json", meta)

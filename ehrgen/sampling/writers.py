@@ -26,10 +26,11 @@ from ehrgen.data.build import (
     AGE_CLAMP_TO,
     COOCCURRENCE_FILE,
     code_table,
+    codes_per_table,
     cooccurrence_matrix,
     layout_metadata,
 )
-from ehrgen.data.codes import category_expr
+from ehrgen.data.codes import category_expr, event_type_expr
 from ehrgen.data.cohort import (
     POLARS_SCHEMA,
     SPLITS,
@@ -285,7 +286,7 @@ class SyntheticCohortWriter:
         for name, n in (
             ("diagnosis_null_code", before[0] - before[1]),
             ("duplicate_code_in_visit", before[1] - after[0]),
-            ("admission_without_diagnoses", before[2] - after[1]),
+            ("admission_without_codes", before[2] - after[1]),
             ("patient_without_admissions", frame.height - kept.height),
         ):
             if n:
@@ -334,7 +335,9 @@ class SyntheticCohortWriter:
                     self.row_group_size,
                 )
 
-        codes = self._code_counts.with_columns(category_expr("code").alias("category"))
+        codes = self._code_counts.with_columns(
+            category_expr("code").alias("category"), event_type_expr("code").alias("type")
+        )
         if self.descriptions is not None:
             codes = codes.join(self.descriptions, on="code", how="left")
         else:
@@ -354,6 +357,7 @@ class SyntheticCohortWriter:
         counts = {
             key: {s: (value if s == self.split else 0) for s in SPLITS} for key, value in self._counts.items()
         }
+        counts["events"] = codes_per_table(codes)
         self.meta = cohort_metadata(
             SYNTHETIC_SOURCE,
             counts=counts,

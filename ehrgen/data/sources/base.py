@@ -39,7 +39,10 @@ class SourceTables:
       end Datetime(us) (discharge; null when the source has none or it does not parse),
       age Float64 (years at this visit, null if unknown)
     - ``diagnoses``: subject_id Int64, visit_id Int64, seq Int64 (order within the visit),
-      code Utf8 or Categorical (raw; the builder normalises each distinct code once)
+      code Utf8 or Categorical (raw but marked by system, ``ehrgen.data.codes``; the builder
+      normalises each distinct code once)
+    - ``procedures``, ``medications``: the same columns, or None when the source has none or
+      ``data.event_types`` leaves them out
     - ``descriptions``: code Utf8 (normalised), description Utf8; optional
     - ``drops``: reader-level drop counts (e.g. ``icd10_rows``), merged into cohort.json
     """
@@ -49,6 +52,8 @@ class SourceTables:
     visits: pl.LazyFrame
     diagnoses: pl.LazyFrame
     descriptions: pl.LazyFrame | None = None
+    procedures: pl.LazyFrame | None = None
+    medications: pl.LazyFrame | None = None
     drops: dict[str, int] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
 
@@ -85,6 +90,8 @@ ROW_PREFIX = {
     "patients": "patient",
     "admissions": "admission",
     "diagnoses": "diagnosis",
+    "procedures": "procedure",
+    "medications": "medication",
     "descriptions": "description",
 }
 

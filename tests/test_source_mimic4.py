@@ -61,9 +61,38 @@ I10,10,Essential (primary) hypertension
 """
 
 
-def write_hosp(folder: Path, gz: bool = True, titles: bool = True) -> Path:
+# 6 rows: ICD-9-CM volume 3 (one twice in its admission) and ICD-10-PCS, one of an unknown admission.
+PROCEDURES = """subject_id,hadm_id,seq_num,chartdate,icd_code,icd_version
+1,100,1,2150-03-02,3893,9
+1,100,2,2150-03-02,3893,9
+1,101,1,2152-06-01,9904,9
+3,300,1,2171-01-01,02HV33Z,10
+3,300,2,2171-01-01,0DT,10
+1,999,1,2150-03-02,3893,9
+"""
+PROCEDURE_TITLES = """icd_code,icd_version,long_title
+3893,9,"Venous catheterization, not elsewhere classified"
+02HV33Z,10,Insertion of infusion device into superior vena cava
+"""
+# 5 rows: names with strengths and forms, one repeated drug, one without a name.
+PRESCRIPTIONS = """subject_id,hadm_id,pharmacy_id,starttime,drug_type,drug
+1,100,1,2150-03-01 12:00:00,MAIN,Heparin 5000 units
+1,100,2,2150-03-02 12:00:00,MAIN,Heparin (Porcine)
+1,100,3,2150-03-02 12:00:00,BASE,5% Dextrose
+2,200,4,2162-05-05 13:00:00,MAIN,
+3,300,5,2171-01-01 01:00:00,MAIN,Potassium Chloride (Powder)
+"""
+
+
+def write_hosp(folder: Path, gz: bool = True, titles: bool = True, events: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tables = {"patients": PATIENTS, "ADMISSIONS": ADMISSIONS, "diagnoses_icd": DIAGNOSES}
+    if events:
+        tables |= {
+            "procedures_icd": PROCEDURES,
+            "prescriptions": PRESCRIPTIONS,
+            "d_icd_procedures": PROCEDURE_TITLES,
+        }
     if titles:
         tables["d_icd_diagnoses"] = TITLES
     for name, text in tables.items():
@@ -192,15 +221,20 @@ def test_bad_icd_versions_are_named(tmp_path: Path, versions: object) -> None:
 
 def test_cache_key_identifies_options(tmp_path: Path) -> None:
     key = Mimic4Source(str(tmp_path)).cache_key()
-    assert key == {"source": "mimic4", "raw_dir": str(tmp_path.absolute()), "icd_versions": [9, 10]}
+    assert key == {
+        "source": "mimic4",
+        "raw_dir": str(tmp_path.absolute()),
+        "icd_versions": [9, 10],
+        "event_types": None,
+    }
     assert Mimic4Source(str(tmp_path), icd_versions=[9]).cache_key()["icd_versions"] == [9]
 
 
-def compose_prepare(raw_dir: Path, cohort_dir: Path):
+def compose_prepare(raw_dir: Path, cohort_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
             config_name="prepare",
-            overrides=["data=mimic4", f"data.raw_dir={raw_dir}", f"data.cohort_dir={cohort_dir}"],
+            overrides=["data=mimic4", f"data.raw_dir={raw_dir}", f"data.cohort_dir={cohort_dir}", *overrides],
         )
 
 
@@ -260,3 +294,39 @@ def test_prepare_end_to_end(mimic4_root: Path, tmp_path: Path) -> None:
     }
     categories = dict(zip(codes["code"], codes["category"], strict=True))
     assert categories["ICD10CM:E119"] == "ICD10CM:E11" and categories["E8497"] == "E849"
+
+
+def test_procedures_and_prescriptions(tmp_path: Path) -> None:
+    from ehrgen.prepare import run
+
+    root = write_hosp(tmp_path / "mimiciv" / "hosp", events=True).parent
+    cohort = Cohort(run(compose_prepare(root, tmp_path / "cohort")))
+    rows = {r["subject_id"]: [v["codes"] for v in r["visits"]] for r in cohort.read().to_dicts()}
+    # diagnoses, then procedures, then medications, each in its own order
+    assert rows[1][0] == ["4019", "V5861", "ICD10CM:I10", "ICD9PCS:3893", "RX:heparin", "RX:dextrose"]
+    assert rows[1][1] == ["25000", "4019", "ICD9PCS:9904"]
+    assert rows[3] == [["ICD10CM:E119", "ICD10CM:I10", "ICD10PCS:02HV33Z", "RX:potassium chloride"]]
+    drops = cohort.meta["drops"]
+    assert drops["procedure_duplicate_in_visit"] == 1
+    assert drops["procedure_malformed_code"] == 1  # 0DT: not 7 characters
+    assert drops["procedure_without_admission"] == 1  # 999
+    assert drops["medication_duplicate_in_visit"] == 1  # heparin twice
+    assert drops["medication_null_code"] == 1
+    accounting = row_accounting(cohort.meta)
+    assert accounting["procedures"] == {"input": 6, "used": 3, "dropped": 3}
+    assert accounting["medications"] == {"input": 5, "used": 3, "dropped": 2}
+    codes = cohort.codes()
+    titles = dict(zip(codes["code"], codes["description"], strict=True))
+    assert titles["ICD10PCS:02HV33Z"] == "Insertion of infusion device into superior vena cava"
+    assert titles["ICD9PCS:3893"].startswith("Venous catheterization")
+    assert dict(zip(codes["code"], codes["type"], strict=True))["RX:heparin"] == "medication"
+    assert cohort.meta["counts"]["events"] == {"diagnoses": 9, "procedures": 3, "medications": 3}
+
+    only = Cohort(run(compose_prepare(root, tmp_path / "dx", "data.event_types=[diagnosis]")))
+    assert only.codes()["type"].unique().to_list() == ["diagnosis"]
+    assert "procedures" not in only.meta["input_rows"]
+    with pytest.raises(InputError, match=r"event_types=.*includes diagnosis"):
+        Mimic4Source(root, event_types=["procedure"])
+    plain = write_hosp(tmp_path / "plain" / "hosp").parent
+    with pytest.raises(InputError, match=r"prescriptions\.csv\(\.gz\) not found"):
+        run(compose_prepare(plain, tmp_path / "none", "data.event_types=[diagnosis,medication]"))

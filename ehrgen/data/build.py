@@ -176,7 +176,7 @@ def clean_tables(
             pl.concat([v.with_columns(pl.lit(i, pl.Int8).alias("rank")) for i, v in enumerate(lists)])
             .sort("visit_id", "rank")
             .group_by("visit_id", maintain_order=True)
-            .agg(pl.col("codes").flatten())
+            .agg(pl.col("codes").list.explode(keep_nulls=False, empty_as_null=False))
         )
     _count_drop(drops, "admission_without_codes", visits.height - visit_codes.height)
     visits = visits.join(visit_codes, on="visit_id", how="inner")

@@ -169,13 +169,16 @@ def normalize_code_expr(col: str | pl.Expr) -> pl.Expr:
     return pl.when(expr.str.starts_with(RX_PREFIX)).then(drug).otherwise(code)
 
 
-def with_system_expr(code: str | pl.Expr, icd_version: str | pl.Expr) -> pl.Expr:
-    """Vectorised: a source's raw code and ICD version (9 or 10) -> the cohort's code string."""
+def with_system_expr(code: str | pl.Expr, icd_version: str | pl.Expr, kind: str = DIAGNOSIS) -> pl.Expr:
+    """Vectorised: a source's raw ICD code and version (9 or 10) -> the cohort's code string, marked
+    for its system (``kind``: ``diagnosis`` or ``procedure``)."""
     code = pl.col(code) if isinstance(code, str) else code
     version = pl.col(icd_version) if isinstance(icd_version, str) else icd_version
     code = code.cast(pl.Utf8)
+    nine, ten = ("", ICD10CM_PREFIX) if kind == DIAGNOSIS else (ICD9PCS_PREFIX, ICD10PCS_PREFIX)
     # The first branch names the output: the code column's name, as the other *_expr keep it.
-    return pl.when(version != 10).then(code).otherwise(pl.lit(ICD10CM_PREFIX) + code)
+    nine_code = code if not nine else (pl.lit(nine) + code).alias(code.meta.output_name())
+    return pl.when(version != 10).then(nine_code).otherwise(pl.lit(ten) + code)
 
 
 def category_expr(col: str | pl.Expr) -> pl.Expr:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +11,49 @@ from typing import Protocol
 
 import polars as pl
 
+from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES
 from ehrgen.data.sources.csv_check import CsvLayout, check_csv
 from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
+
+
+def check_event_types(
+    value: object, available: Sequence[str], key: str = "data.event_types"
+) -> tuple[str, ...]:
+    """The event types a source reads: ``value`` (a list, or None for every type in ``available``).
+
+    Diagnoses are always among them (cohorts are built around them); one line naming ``key`` when
+    ``value`` is not a list of known types or asks for a type the source does not have.
+    """
+    if value is None:
+        return tuple(t for t in EVENT_TYPES if t in available)
+    try:
+        types = [str(v) for v in ([value] if isinstance(value, str) else value)]
+    except TypeError:
+        types = []
+    if not types or not set(types) <= set(EVENT_TYPES) or DIAGNOSIS not in types:
+        raise InputError(
+            f"{key}={value!r}: expected null or a list of {list(EVENT_TYPES)} that includes diagnosis"
+        )
+    missing = [t for t in types if t not in available]
+    if missing:
+        raise InputError(f"{key}={types}: this source has no {', '.join(missing)} (it has {list(available)})")
+    return tuple(t for t in EVENT_TYPES if t in types)
+
+
+def optional_table(raw_dir: str | Path | None, name: str, expected: str, wanted: bool | None) -> Path | None:
+    """``find_table`` for an event table: None when absent and not asked for (``wanted`` None means
+    "if present"); a one-line error when ``wanted`` is True and it is missing; None when False."""
+    if wanted is False:
+        return None
+    try:
+        return find_table(raw_dir, name, expected)
+    except InputError:
+        if wanted:
+            raise
+        return None
+
 
 # ICD versions of diagnosis codes a source can keep (ICD-10 codes are marked, ehrgen.data.codes).
 SUPPORTED_ICD_VERSIONS = (9, 10)

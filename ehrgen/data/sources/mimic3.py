@@ -1,7 +1,10 @@
-"""MIMIC-III v1.4: PATIENTS (gender, dob), ADMISSIONS (admittime), DIAGNOSES_ICD (seq_num order).
+"""MIMIC-III v1.4: PATIENTS (gender, dob), ADMISSIONS (admittime), DIAGNOSES_ICD (seq_num order),
+and, when present, PROCEDURES_ICD (seq_num order) and PRESCRIPTIONS (file order).
 
 Age at a visit is the time between DOB and ADMITTIME in years (365.25 days). MIMIC-III shifts
 the DOB of patients older than 89 by about 300 years; the builder clamps ages above 89 to 90.
+Procedures are ICD-9-CM volume 3 codes (``ICD9PCS:``), medications the prescription's ``DRUG``
+name (``RX:``, keyed by ingredient in the builder: ``ehrgen.data.codes.drug_key``).
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import normalize_code_expr
+from ehrgen.data.codes import DIAGNOSIS, ICD9PCS_PREFIX, MEDICATION, PROCEDURE, RX_PREFIX, normalize_code_expr
 from ehrgen.data.sources.base import (
     RawCsv,
     SourceTables,
+    check_event_types,
     find_table,
+    optional_table,
     parse_datetime,
     parse_sex,
     years_between,
@@ -22,15 +27,25 @@ from ehrgen.data.sources.base import (
 
 
 class Mimic3Source:
-    """Reads the three MIMIC-III tables ehrgen needs (+ D_ICD_DIAGNOSES for titles when present)."""
+    """Reads the MIMIC-III tables ehrgen needs (+ D_ICD_DIAGNOSES / D_ICD_PROCEDURES for titles)."""
 
     name = "mimic3"
 
-    def __init__(self, raw_dir: str | Path | None):
+    def __init__(self, raw_dir: str | Path | None, event_types: object = None):
         self.raw_dir = raw_dir
+        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_FILES)
 
     def cache_key(self) -> dict[str, object]:
-        return {"source": self.name, "raw_dir": str(Path(self.raw_dir).expanduser().absolute())}
+        types = None if self.event_types is None else list(self.event_types)
+        return {
+            "source": self.name,
+            "raw_dir": str(Path(self.raw_dir).expanduser().absolute()),
+            "event_types": types,
+        }
+
+    def _wanted(self, kind: str) -> bool | None:
+        """True: asked for; None: read if the file is there (``event_types`` null); False: left out."""
+        return None if self.event_types is None else kind in self.event_types
 
     def load(self, workdir: Path | None = None) -> SourceTables:
         patients_csv = find_table(self.raw_dir, "PATIENTS", "MIMIC-III PATIENTS (SUBJECT_ID, GENDER, DOB)")
@@ -40,8 +55,25 @@ class Mimic3Source:
         diagnoses_csv = find_table(
             self.raw_dir, "DIAGNOSES_ICD", "MIMIC-III DIAGNOSES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)"
         )
+        procedures_csv = optional_table(
+            self.raw_dir, "PROCEDURES_ICD", "MIMIC-III PROCEDURES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)",
+            self._wanted(PROCEDURE),
+        )  # fmt: skip
+        prescriptions_csv = optional_table(
+            self.raw_dir,
+            "PRESCRIPTIONS",
+            "MIMIC-III PRESCRIPTIONS (SUBJECT_ID, HADM_ID, DRUG)",
+            self._wanted(MEDICATION),
+        )
         raw = RawCsv()
-        raw.check(patients_csv, admissions_csv, diagnoses_csv)  # all three at once, in the background
+        # every table at once, in the background
+        raw.check(
+            *(
+                p
+                for p in (patients_csv, admissions_csv, diagnoses_csv, procedures_csv, prescriptions_csv)
+                if p
+            )
+        )
         patients = raw.scan(
             patients_csv, {"subject_id": pl.Int64, "gender": pl.Utf8, "dob": pl.Utf8}, "patients"
         ).select(
@@ -80,22 +112,61 @@ class Mimic3Source:
             pl.col("seq_num").alias("seq"),
             pl.col("icd9_code").alias("code"),
         )
-        descriptions = None
-        try:
-            titles_csv = find_table(self.raw_dir, "D_ICD_DIAGNOSES", "")
-        except ValueError:
-            titles_csv = None
-        if titles_csv is not None:
-            titles = raw.scan(titles_csv, {"icd9_code": pl.Utf8, "long_title": pl.Utf8}, "descriptions")
-            descriptions = titles.select(
-                normalize_code_expr("icd9_code").alias("code"), pl.col("long_title").alias("description")
+        procedures = medications = None
+        if procedures_csv is not None:
+            procedures = raw.scan(
+                procedures_csv,
+                {"subject_id": pl.Int64, "hadm_id": pl.Int64, "seq_num": pl.Int64, "icd9_code": pl.Utf8},
+                "procedures",
+            ).select(
+                "subject_id",
+                pl.col("hadm_id").alias("visit_id"),
+                pl.col("seq_num").alias("seq"),
+                (pl.lit(ICD9PCS_PREFIX) + pl.col("icd9_code")).alias("code"),
             )
+        if prescriptions_csv is not None:
+            # No order within an admission but the file's (MIMIC writes a stay's orders in time order).
+            medications = (
+                raw.scan(
+                    prescriptions_csv,
+                    {"subject_id": pl.Int64, "hadm_id": pl.Int64, "drug": pl.Utf8},
+                    "medications",
+                )
+                .with_row_index("seq")
+                .select(
+                    "subject_id",
+                    pl.col("hadm_id").alias("visit_id"),
+                    pl.col("seq").cast(pl.Int64),
+                    (pl.lit(RX_PREFIX) + pl.col("drug")).alias("code"),
+                )
+            )
+        titles = [self._titles(raw, "D_ICD_DIAGNOSES", "")]
+        if procedures is not None:
+            titles.append(self._titles(raw, "D_ICD_PROCEDURES", ICD9PCS_PREFIX))
+        titles = [t for t in titles if t is not None]
         return SourceTables(
             name=self.name,
             patients=patients.select("subject_id", "sex"),
             visits=visits,
             diagnoses=diagnoses,
-            descriptions=descriptions,
+            procedures=procedures,
+            medications=medications,
+            descriptions=pl.concat(titles) if titles else None,
             drops=raw.drops,
             info={"raw_dir": str(Path(self.raw_dir).expanduser().absolute()), "input_records": raw.records},
         )
+
+    def _titles(self, raw: RawCsv, table: str, mark: str) -> pl.LazyFrame | None:
+        """``code, description`` from a D_ICD_* table when it is there (it is optional)."""
+        path = optional_table(self.raw_dir, table, "", None)
+        if path is None:
+            return None
+        titles = raw.scan(path, {"icd9_code": pl.Utf8, "long_title": pl.Utf8}, "descriptions")
+        return titles.select(
+            normalize_code_expr(pl.lit(mark) + pl.col("icd9_code")).alias("code"),
+            pl.col("long_title").alias("description"),
+        )
+
+
+# Which event type each MIMIC-III table provides (diagnoses are required, the others optional).
+EVENT_FILES = (DIAGNOSIS, PROCEDURE, MEDICATION)

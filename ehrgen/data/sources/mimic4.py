@@ -5,7 +5,9 @@ MIMIC-IV has no date of birth: each patient has an ``anchor_age`` in a shifted `
 age at a visit is ``anchor_age + year(admittime) - anchor_year`` (whole years). Diagnoses carry ICD-9
 and ICD-10 codes side by side (``icd_version``); both are kept by default, ICD-10 codes as
 ``ICD10CM:<code>`` (``ehrgen.data.codes``). ``icd_versions`` keeps one of them; the other's rows are
-dropped and counted (``icd9_rows`` / ``icd10_rows``).
+dropped and counted (``icd9_rows`` / ``icd10_rows``). When present (or asked for by
+``event_types``), procedures_icd (ICD-9-CM volume 3 and ICD-10-PCS, the same ``icd_versions``; left
+out rows counted as ``procedure_icd<v>_rows``) and prescriptions (``drug``) are read too.
 """
 
 from __future__ import annotations
@@ -15,17 +17,26 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import normalize_code_expr, with_system_expr
+from ehrgen.data.codes import (
+    DIAGNOSIS,
+    EVENT_TYPES,
+    MEDICATION,
+    PROCEDURE,
+    RX_PREFIX,
+    normalize_code_expr,
+    with_system_expr,
+)
 from ehrgen.data.sources.base import (
     SUPPORTED_ICD_VERSIONS,
     RawCsv,
     SourceTables,
+    check_event_types,
     check_icd_versions,
     find_table,
+    optional_table,
     parse_datetime,
     parse_sex,
 )
-from ehrgen.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +50,34 @@ def hosp_dir(raw_dir: str | Path | None) -> Path | None:
 
 
 class Mimic4Source:
-    """Reads MIMIC-IV ``hosp`` patients, admissions, diagnoses_icd (+ d_icd_diagnoses for titles)."""
+    """Reads MIMIC-IV ``hosp`` patients, admissions, diagnoses_icd, procedures_icd, prescriptions
+    (+ d_icd_diagnoses / d_icd_procedures for titles)."""
 
     name = "mimic4"
 
-    def __init__(self, raw_dir: str | Path | None, icd_versions: object = SUPPORTED_ICD_VERSIONS):
+    def __init__(
+        self,
+        raw_dir: str | Path | None,
+        icd_versions: object = SUPPORTED_ICD_VERSIONS,
+        event_types: object = None,
+    ):
         self.raw_dir = raw_dir
         self.icd_versions = check_icd_versions(icd_versions)
+        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
 
     def cache_key(self) -> dict[str, object]:
         raw = None if self.raw_dir is None else str(Path(self.raw_dir).expanduser().absolute())
-        return {"source": self.name, "raw_dir": raw, "icd_versions": list(self.icd_versions)}
+        types = None if self.event_types is None else list(self.event_types)
+        return {
+            "source": self.name,
+            "raw_dir": raw,
+            "icd_versions": list(self.icd_versions),
+            "event_types": types,
+        }
+
+    def _wanted(self, kind: str) -> bool | None:
+        """True: asked for; None: read if the file is there (``event_types`` null); False: left out."""
+        return None if self.event_types is None else kind in self.event_types
 
     def load(self, workdir: Path | None = None) -> SourceTables:
         hosp = hosp_dir(self.raw_dir)
@@ -64,8 +92,21 @@ class Mimic4Source:
             "diagnoses_icd",
             "MIMIC-IV hosp/diagnoses_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
         )
+        procedures_csv = optional_table(
+            hosp,
+            "procedures_icd",
+            "MIMIC-IV hosp/procedures_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
+            self._wanted(PROCEDURE),
+        )
+        prescriptions_csv = optional_table(
+            hosp,
+            "prescriptions",
+            "MIMIC-IV hosp/prescriptions (subject_id, hadm_id, drug)",
+            self._wanted(MEDICATION),
+        )
         raw = RawCsv()
-        raw.check(patients_csv, admissions_csv, diagnoses_csv)  # all three at once, in the background
+        tables = (patients_csv, admissions_csv, diagnoses_csv, procedures_csv, prescriptions_csv)
+        raw.check(*(t for t in tables if t is not None))  # every table at once, in the background
         patients = raw.scan(
             patients_csv,
             {"subject_id": pl.Int64, "gender": pl.Utf8, "anchor_age": pl.Int64, "anchor_year": pl.Int64},
@@ -94,37 +135,40 @@ class Mimic4Source:
             .alias("age"),
         )
 
-        all_diagnoses = raw.scan(
-            diagnoses_csv,
-            {
-                "subject_id": pl.Int64,
-                "hadm_id": pl.Int64,
-                "seq_num": pl.Int64,
-                "icd_code": pl.Categorical,
-                "icd_version": pl.Int64,
-            },
-            "diagnoses",
-        )
-        version_drops = self._count_dropped_versions(all_diagnoses, diagnoses_csv)
-        kept = all_diagnoses.filter(pl.col("icd_version").is_in(self.icd_versions))
-        if self.icd_versions == (9,):  # codes stay Categorical: no per-row string work
-            code = pl.col("icd_code")
-        else:
-            code = with_system_expr("icd_code", "icd_version")
-        diagnoses = kept.select(
-            "subject_id",
-            pl.col("hadm_id").alias("visit_id"),
-            pl.col("seq_num").alias("seq"),
-            code.alias("code"),
-        )
+        diagnoses, version_drops = self._icd_table(raw, diagnoses_csv, "diagnoses", DIAGNOSIS)
+        procedures = medications = None
+        if procedures_csv is not None:
+            procedures, procedure_drops = self._icd_table(raw, procedures_csv, "procedures", PROCEDURE)
+            version_drops |= procedure_drops
+        if prescriptions_csv is not None:
+            # No order within an admission but the file's (MIMIC writes a stay's orders in time order).
+            medications = (
+                raw.scan(
+                    prescriptions_csv,
+                    {"subject_id": pl.Int64, "hadm_id": pl.Int64, "drug": pl.Utf8},
+                    "medications",
+                )
+                .with_row_index("seq")
+                .select(
+                    "subject_id",
+                    pl.col("hadm_id").alias("visit_id"),
+                    pl.col("seq").cast(pl.Int64),
+                    (pl.lit(RX_PREFIX) + pl.col("drug")).alias("code"),
+                )
+            )
 
-        descriptions = self._descriptions(hosp, raw)
+        titles = [self._descriptions(hosp, raw, "d_icd_diagnoses", DIAGNOSIS)]
+        if procedures is not None:
+            titles.append(self._descriptions(hosp, raw, "d_icd_procedures", PROCEDURE))
+        titles = [t for t in titles if t is not None]
         return SourceTables(
             name=self.name,
             patients=patients.select("subject_id", "sex"),
             visits=visits,
             diagnoses=diagnoses,
-            descriptions=descriptions,
+            procedures=procedures,
+            medications=medications,
+            descriptions=pl.concat(titles) if titles else None,
             drops=raw.drops | version_drops,
             info={
                 "raw_dir": str(Path(self.raw_dir).expanduser().absolute()),
@@ -133,37 +177,65 @@ class Mimic4Source:
             },
         )
 
-    def _count_dropped_versions(self, diagnoses: pl.LazyFrame, path: Path) -> dict[str, int]:
-        """Count rows outside the kept ICD versions (one pass over the version column)."""
+    def _icd_table(
+        self, raw: RawCsv, path: Path, table: str, kind: str
+    ) -> tuple[pl.LazyFrame, dict[str, int]]:
+        """An ICD-coded table's rows of the kept versions, codes marked for their system; drop counts."""
+        rows = raw.scan(
+            path,
+            {
+                "subject_id": pl.Int64,
+                "hadm_id": pl.Int64,
+                "seq_num": pl.Int64,
+                "icd_code": pl.Categorical,
+                "icd_version": pl.Int64,
+            },
+            table,
+        )
+        drops = self._count_dropped_versions(rows, path, "" if kind == DIAGNOSIS else f"{kind}_")
+        kept = rows.filter(pl.col("icd_version").is_in(self.icd_versions))
+        if kind == DIAGNOSIS and self.icd_versions == (9,):  # codes stay Categorical: no per-row string work
+            code = pl.col("icd_code")
+        else:
+            code = with_system_expr("icd_code", "icd_version", kind)
+        return kept.select(
+            "subject_id",
+            pl.col("hadm_id").alias("visit_id"),
+            pl.col("seq_num").alias("seq"),
+            code.alias("code"),
+        ), drops
+
+    def _count_dropped_versions(self, rows: pl.LazyFrame, path: Path, prefix: str) -> dict[str, int]:
+        """Count rows outside the kept ICD versions (one pass over the version column); the reasons
+        are ``<prefix>icd<v>_rows`` and ``<prefix>icd_version_invalid_rows``."""
         version = pl.col("icd_version")
         left_out = [v for v in SUPPORTED_ICD_VERSIONS if v not in self.icd_versions]
-        counts = diagnoses.select(
-            *((version == v).sum().alias(f"icd{v}_rows") for v in left_out),
-            (version.is_null() | ~version.is_in([9, 10])).sum().alias("icd_version_invalid_rows"),
+        counts = rows.select(
+            *((version == v).sum().alias(f"{prefix}icd{v}_rows") for v in left_out),
+            (version.is_null() | ~version.is_in([9, 10])).sum().alias(f"{prefix}icd_version_invalid_rows"),
         ).collect()
         drops = {name: int(counts[name][0] or 0) for name in counts.columns if counts[name][0]}
         for v in left_out:
-            if f"icd{v}_rows" in drops:
+            if f"{prefix}icd{v}_rows" in drops:
                 log.info(
-                    "%s: dropped %d ICD-%d diagnosis rows (data.source.icd_versions=%s)",
+                    "%s: dropped %d ICD-%d rows (data.source.icd_versions=%s)",
                     path,
-                    drops[f"icd{v}_rows"],
+                    drops[f"{prefix}icd{v}_rows"],
                     v,
                     list(self.icd_versions),
                 )
-        if "icd_version_invalid_rows" in drops:
+        if f"{prefix}icd_version_invalid_rows" in drops:
             log.warning(
                 "%s: dropped %d rows whose icd_version is neither 9 nor 10",
                 path,
-                drops["icd_version_invalid_rows"],
+                drops[f"{prefix}icd_version_invalid_rows"],
             )
         return drops
 
-    def _descriptions(self, hosp: Path | None, raw: RawCsv) -> pl.LazyFrame | None:
-        """Long titles of the kept ICD versions from d_icd_diagnoses when the file is there (optional)."""
-        try:
-            titles_csv = find_table(hosp, "d_icd_diagnoses", "")
-        except InputError:
+    def _descriptions(self, hosp: Path | None, raw: RawCsv, table: str, kind: str) -> pl.LazyFrame | None:
+        """Long titles of the kept ICD versions from a d_icd_* table when the file is there (optional)."""
+        titles_csv = optional_table(hosp, table, "", None)
+        if titles_csv is None:
             return None
         return (
             raw.scan(
@@ -173,7 +245,7 @@ class Mimic4Source:
             )
             .filter(pl.col("icd_version").is_in(self.icd_versions))
             .select(
-                normalize_code_expr(with_system_expr("icd_code", "icd_version")).alias("code"),
+                normalize_code_expr(with_system_expr("icd_code", "icd_version", kind)).alias("code"),
                 pl.col("long_title").alias("description"),
             )
         )

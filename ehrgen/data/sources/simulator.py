@@ -41,8 +41,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from scipy.special import expit, logit
 
+from ehrgen.data.codes import DIAGNOSIS
 from ehrgen.data.rules import VALIDITY_RULES, rule_membership
-from ehrgen.data.sources.base import SourceTables
+from ehrgen.data.sources.base import SourceTables, check_event_types
 from ehrgen.data.sources.simulator_codes import CODE_TABLE, CONDITIONS, GAP_EFFECTS
 from ehrgen.errors import InputError
 
@@ -631,8 +632,9 @@ class SimulatedSource:
 
     name = "simulated"
 
-    def __init__(self, n_patients: int = 2000, seed: int = 0, id_offset: int = 0):
+    def __init__(self, n_patients: int = 2000, seed: int = 0, id_offset: int = 0, event_types: object = None):
         _check_args(n_patients, seed, id_offset)
+        check_event_types(event_types, (DIAGNOSIS,))  # the simulator writes diagnoses only
         self.n_patients = int(n_patients)
         self.seed = int(seed)
         self.id_offset = int(id_offset)
@@ -653,7 +655,7 @@ class SimulatedSource:
 
         raw = Path(workdir) / "raw"
         rows = write_mimic3_csvs(raw, self.n_patients, self.seed, self.id_offset)
-        tables = Mimic3Source(raw).load(workdir)
+        tables = Mimic3Source(raw, event_types=[DIAGNOSIS]).load(workdir)
         tables.name = "simulated"
         tables.info.pop("raw_dir", None)  # a scratch folder, deleted once the cohort is built
         tables.info.update(

@@ -173,7 +173,7 @@ def test_one_icd_version_drops_and_counts_the_other(
     with caplog.at_level(logging.INFO, logger="ehrgen.data.sources.meds"):
         nine = MedsSource(meds_root, icd_versions=[9]).load(meds_root)
     assert nine.drops == {"icd10_rows": 1}
-    assert "dropped 1 ICD-10" in caplog.text
+    assert "dropped 1 icd10 rows" in caplog.text
     assert not nine.diagnoses.collect()["code"].str.starts_with("ICD10CM:").any()
     assert nine.descriptions.collect()["code"].to_list() == ["4019"]
     ten = MedsSource(meds_root, icd_versions=[10]).load(meds_root)
@@ -305,3 +305,40 @@ def test_prepare_end_to_end(meds_root: Path, tmp_path: Path) -> None:
         "Unspecified essential hypertension"
     )
     assert set(codes["code"]) == {"25000", "41401", "4019", "4280", "E8497", "V5861", "ICD10CM:I10"}
+
+
+def test_procedures_and_medications(tmp_path: Path) -> None:
+    from ehrgen.prepare import run
+
+    rows = [
+        (7, datetime(2100, 1, 1), "MEDS_BIRTH", None, None),
+        (7, None, "GENDER//F", None, None),
+        (7, datetime(2150, 1, 1), "MEDICATION//START//Heparin 5000 units", None, 70),
+        (7, datetime(2150, 1, 1), DX9 + "401.9", None, 70),
+        (7, datetime(2150, 1, 2), "PROCEDURE//ICD//9//38.93", None, 70),
+        (7, datetime(2150, 1, 2), "PROCEDURE//ICD//10//02HV33Z", None, 70),
+        (7, datetime(2150, 1, 3), "MEDICATION//START//Heparin (Porcine)", None, 70),
+        (7, datetime(2150, 1, 3), "MEDICATION//5% Dextrose", None, 70),
+        (7, datetime(2150, 1, 4), "LAB//50912", 1.0, 70),
+    ]
+    (tmp_path / "meds" / "data").mkdir(parents=True)
+    pl.DataFrame(rows, schema=SCHEMA, orient="row").write_parquet(tmp_path / "meds" / "data" / "0.parquet")
+    cfg = compose_prepare([f"data.raw_dir={tmp_path / 'meds'}", f"data.cohort_dir={tmp_path / 'cohort'}"])
+    cohort = Cohort(run(cfg))
+    (patient,) = cohort.read().to_dicts()
+    # diagnoses, procedures, medications, each in event order; a drug prescribed twice counts once
+    assert [v["codes"] for v in patient["visits"]] == [
+        ["4019", "ICD9PCS:3893", "ICD10PCS:02HV33Z", "RX:heparin", "RX:dextrose"]
+    ]
+    assert cohort.meta["drops"]["medication_duplicate_in_visit"] == 1
+    assert cohort.meta["counts"]["events"] == {"diagnoses": 1, "procedures": 2, "medications": 2}
+
+    only = MedsSource(tmp_path / "meds", event_types=["diagnosis"]).load(tmp_path)
+    assert only.procedures is None and only.medications is None
+    nine = MedsSource(tmp_path / "meds", icd_versions=[9]).load(tmp_path)
+    assert nine.drops == {"procedure_icd10_rows": 1}
+    assert nine.procedures.collect()["code"].to_list() == ["ICD9PCS:38.93"]  # raw: the builder normalises
+    with pytest.raises(InputError, match="event_types asks for medication, and no event code starts with"):
+        MedsSource(tmp_path / "meds", medication_prefix="RX//", event_types=["diagnosis", "medication"]).load(
+            tmp_path
+        )

@@ -18,10 +18,21 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import ICD10CM_PREFIX, normalize_code_expr
+from ehrgen.data.codes import (
+    DIAGNOSIS,
+    EVENT_TYPES,
+    ICD9PCS_PREFIX,
+    ICD10CM_PREFIX,
+    ICD10PCS_PREFIX,
+    MEDICATION,
+    PROCEDURE,
+    RX_PREFIX,
+    normalize_code_expr,
+)
 from ehrgen.data.sources.base import (
     SUPPORTED_ICD_VERSIONS,
     SourceTables,
+    check_event_types,
     check_icd_versions,
     parse_datetime,
     years_between,
@@ -64,6 +75,10 @@ class MedsSource:
         male_code: str = "GENDER//M",
         female_code: str = "GENDER//F",
         icd_versions: object = SUPPORTED_ICD_VERSIONS,
+        procedure_prefix: str | None = "PROCEDURE//ICD//9//",
+        procedure10_prefix: str | None = "PROCEDURE//ICD//10//",
+        medication_prefix: str | None = "MEDICATION//",
+        event_types: object = None,
     ):
         if not code_prefix:
             raise InputError("data.source.code_prefix is empty: expected the prefix of ICD-9 diagnosis codes")
@@ -78,6 +93,9 @@ class MedsSource:
                 "expected two prefixes neither of which starts the other"
             )
         self.icd_versions = check_icd_versions(icd_versions)
+        self.procedure_prefixes = {9: procedure_prefix or None, 10: procedure10_prefix or None}
+        self.medication_prefix = medication_prefix or None
+        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
         self.visit_column = visit_column or None
         self.birth_code = birth_code
         self.male_code = male_code
@@ -91,6 +109,9 @@ class MedsSource:
             "code_prefix": self.code_prefix,
             "icd10_prefix": self.icd10_prefix,
             "icd_versions": list(self.icd_versions),
+            "procedure_prefixes": [self.procedure_prefixes[9], self.procedure_prefixes[10]],
+            "medication_prefix": self.medication_prefix,
+            "event_types": None if self.event_types is None else list(self.event_types),
             "visit_column": self.visit_column,
             "birth_code": self.birth_code,
             "male_code": self.male_code,
@@ -146,29 +167,51 @@ class MedsSource:
         return pl.concat(frames, how="vertical").with_row_index("row"), has_visit_column
 
     def _prefixes(self) -> dict[int, str]:
-        """ICD version -> MEDS code prefix, for the systems the dataset spells (ICD-10's may be null)."""
+        """ICD version -> MEDS diagnosis prefix, for the systems the dataset spells (ICD-10's may be null)."""
         return {9: self.code_prefix} | ({10: self.icd10_prefix} if self.icd10_prefix else {})
 
-    def _diagnosis_code(self) -> pl.Expr:
-        """An event's code -> the cohort's code (prefix removed, ICD-10 marked ``ICD10CM:``)."""
-        code = pl.col("code").str.slice(len(self.code_prefix))
-        if 10 in self.icd_versions and self.icd10_prefix:
-            ten = pl.lit(ICD10CM_PREFIX) + pl.col("code").str.slice(len(self.icd10_prefix))
-            code = pl.when(pl.col("code").str.starts_with(self.icd10_prefix)).then(ten).otherwise(code)
-        return code
+    def _systems(self) -> list[tuple[str, str, str]]:
+        """``(MEDS prefix, event type, cohort mark)`` of every code system read, diagnoses first."""
+        wanted = {t: self.event_types is None or t in self.event_types for t in EVENT_TYPES}
+        out = [(p, DIAGNOSIS, ICD10CM_PREFIX if v == 10 else "") for v, p in self._prefixes().items()]
+        if wanted[PROCEDURE]:
+            marks = {9: ICD9PCS_PREFIX, 10: ICD10PCS_PREFIX}
+            out += [(p, PROCEDURE, marks[v]) for v, p in self.procedure_prefixes.items() if p]
+        out = [
+            (p, k, m)
+            for p, k, m in out
+            if (10 if m in (ICD10CM_PREFIX, ICD10PCS_PREFIX) else 9) in self.icd_versions
+        ]
+        if wanted[MEDICATION] and self.medication_prefix:
+            out.append((self.medication_prefix, MEDICATION, RX_PREFIX))
+        return out
 
-    def _is_diagnosis(self) -> pl.Expr:
-        kept = [p for v, p in self._prefixes().items() if v in self.icd_versions]
-        expr = pl.lit(False)
-        for p in kept:
-            expr = expr | pl.col("code").str.starts_with(p)
-        return expr
+    def _cohort_code(self, systems: list[tuple[str, str, str]]) -> pl.Expr:
+        """An event's code -> the cohort's code: prefix replaced by the system's mark; a medication
+        is named by the last ``//`` part after its prefix (``MEDICATION//Heparin`` -> ``RX:Heparin``)."""
+        code = pl.col("code")
+        out = pl.lit(None, pl.Utf8)
+        for prefix, kind, mark in reversed(systems):
+            rest = code.str.slice(len(prefix))
+            if kind == MEDICATION:
+                rest = rest.str.split("//").list.last()
+            out = pl.when(code.str.starts_with(prefix)).then(pl.lit(mark) + rest).otherwise(out)
+        return out
+
+    def _kind(self, systems: list[tuple[str, str, str]]) -> pl.Expr:
+        out = pl.lit(None, pl.Utf8)
+        for prefix, kind, _ in reversed(systems):
+            out = pl.when(pl.col("code").str.starts_with(prefix)).then(pl.lit(kind)).otherwise(out)
+        return out
 
     def load(self, workdir: Path | None = None) -> SourceTables:
         root = self._root()
         events, has_visit_column = self._events(root)
+        systems = self._systems()
+        found = self._kinds_found(events, systems, root)
+        systems = [s for s in systems if s[1] in found]
 
-        dx = events.filter(self._is_diagnosis())
+        dx = events.with_columns(self._kind(systems).alias("kind")).filter(pl.col("kind").is_not_null())
         # Admissions: all events sharing an admission id (visit time = earliest of them, end = the
         # latest, e.g. HOSPITAL_DISCHARGE; null for an admission whose events share one time).
         by_admission = (
@@ -178,7 +221,7 @@ class MedsSource:
             .with_columns(pl.when(pl.col("end") > pl.col("time")).then(pl.col("end")).alias("end"))
             .rename({"visit_key": "visit_id"})
         )
-        # Diagnoses without an admission id: one visit per (subject, timestamp). Visit ids are global
+        # Coded events without an admission id: one visit per (subject, timestamp). Visit ids are global
         # (the builder keys visits by id alone); negative ones cannot collide with admission ids, and
         # a null time or subject gives a null id, which the builder drops and counts.
         dx_no_admission = dx.filter(pl.col("visit_key").is_null())
@@ -218,23 +261,37 @@ class MedsSource:
             years_between("time", "birth").alias("age"),
         )
 
-        diagnoses = (
+        coded = (
             pl.concat(
-                [f.select("row", "subject_id", "visit_id", "code") for f in (dx_by_admission, dx_by_time)],
+                [
+                    f.select("row", "subject_id", "visit_id", "kind", "code")
+                    for f in (dx_by_admission, dx_by_time)
+                ],
                 how="vertical",
             )
             .with_columns(
-                pl.col("row").rank("ordinal").over("subject_id", "visit_id").cast(pl.Int64).alias("seq")
+                pl.col("row")
+                .rank("ordinal")
+                .over("subject_id", "visit_id", "kind")
+                .cast(pl.Int64)
+                .alias("seq")
             )
-            .select("subject_id", "visit_id", "seq", self._diagnosis_code().alias("code"))
+            .select("subject_id", "visit_id", "seq", "kind", self._cohort_code(systems).alias("code"))
         )
+        tables = {
+            kind: coded.filter(pl.col("kind") == kind).select("subject_id", "visit_id", "seq", "code")
+            for kind in EVENT_TYPES
+            if kind in found
+        }
 
         return SourceTables(
             name=self.name,
             patients=self._patients(events),
             visits=visits,
-            diagnoses=diagnoses,
-            descriptions=self._descriptions(root),
+            diagnoses=tables[DIAGNOSIS],
+            procedures=tables.get(PROCEDURE),
+            medications=tables.get(MEDICATION),
+            descriptions=self._descriptions(root, systems),
             drops=self._count_left_out(events, root),
             info={
                 "raw_dir": str(root.absolute()),
@@ -262,28 +319,60 @@ class MedsSource:
             "subject_id", pl.col("sex").cast(pl.Int8)
         )
 
+    def _kinds_found(self, events: pl.LazyFrame, systems: list[tuple[str, str, str]], root: Path) -> set[str]:
+        """Event types with at least one event (diagnoses always); one line when a type asked for
+        by ``event_types`` has none."""
+        kinds = {k for _, k, _ in systems if k != DIAGNOSIS}
+        counts = (
+            events.select(
+                *(
+                    pl.any_horizontal([pl.col("code").str.starts_with(p) for p, k2, _ in systems if k2 == k])
+                    .sum()
+                    .alias(k)
+                    for k in sorted(kinds)
+                )
+            ).collect()
+            if kinds
+            else pl.DataFrame()
+        )
+        found = {DIAGNOSIS} | {k for k in kinds if counts[k][0]}
+        asked = set(self.event_types or ())
+        missing = sorted(asked - found)
+        if missing:
+            spelled = [p for p, k, _ in systems if k in missing]
+            raise InputError(
+                f"{root}: data.event_types asks for {', '.join(missing)}, and no event code starts with {spelled}"
+            )
+        return found
+
     def _count_left_out(self, events: pl.LazyFrame, root: Path) -> dict[str, int]:
-        """Count the diagnosis events of a version ``icd_versions`` leaves out, so the cohort says how many."""
-        left_out = {v: p for v, p in self._prefixes().items() if v not in self.icd_versions}
+        """Count the diagnosis and procedure events of a version ``icd_versions`` leaves out, so the
+        cohort says how many (``icd<v>_rows``, ``procedure_icd<v>_rows``)."""
+        left_out = {f"icd{v}_rows": p for v, p in self._prefixes().items() if v not in self.icd_versions}
+        if self.event_types is None or PROCEDURE in self.event_types:
+            left_out |= {
+                f"procedure_icd{v}_rows": p
+                for v, p in self.procedure_prefixes.items()
+                if p and v not in self.icd_versions
+            }
         if not left_out:
             return {}
         counts = events.select(
-            *(pl.col("code").str.starts_with(p).sum().alias(f"icd{v}_rows") for v, p in left_out.items())
+            *(pl.col("code").str.starts_with(p).sum().alias(k) for k, p in left_out.items())
         ).collect()
         drops = {name: int(counts[name][0] or 0) for name in counts.columns if counts[name][0]}
-        for v in left_out:
-            if f"icd{v}_rows" in drops:
-                log.info(
-                    "%s: dropped %d ICD-%d diagnosis events (data.source.icd_versions=%s)",
-                    root,
-                    drops[f"icd{v}_rows"],
-                    v,
-                    list(self.icd_versions),
-                )
+        for name, n in drops.items():
+            log.info(
+                "%s: dropped %d %s (data.source.icd_versions=%s)",
+                root,
+                n,
+                name.replace("_", " "),
+                list(self.icd_versions),
+            )
         return drops
 
-    def _descriptions(self, root: Path) -> pl.LazyFrame | None:
-        """Diagnosis titles from ``metadata/codes.parquet`` when it has a description column."""
+    def _descriptions(self, root: Path, systems: list[tuple[str, str, str]]) -> pl.LazyFrame | None:
+        """Diagnosis and procedure titles from ``metadata/codes.parquet`` when it has a description column."""
         path = root / "metadata" / "codes.parquet"
         if not path.is_file():
             return None
@@ -296,9 +385,9 @@ class MedsSource:
         return (
             pl.scan_parquet(path)
             .select(pl.col("code").cast(pl.Utf8), pl.col("description").cast(pl.Utf8))
-            .filter(self._is_diagnosis() & pl.col("description").is_not_null())
+            .filter(self._kind(systems).is_in([DIAGNOSIS, PROCEDURE]) & pl.col("description").is_not_null())
             .select(
-                normalize_code_expr(self._diagnosis_code()).alias("code"),
+                normalize_code_expr(self._cohort_code(systems)).alias("code"),
                 "description",
             )
             .unique("code", keep="first", maintain_order=True)

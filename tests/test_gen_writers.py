@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ehrgen.data.build import cooccurrence_matrix, load_cooccurrence
+from ehrgen.data.codes import event_type
 from ehrgen.data.cohort import PATIENT_SCHEMA, SPLITS, Cohort
 from ehrgen.errors import InputError
 from ehrgen.prepare import run as prepare
@@ -94,23 +95,78 @@ def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ICD-10-CM codes beside the ICD-9 ones; ICD10CM:E871 (hypo-osmolality) shares its string with the
 # ICD-9 category E871 (a misadventure): the exports must keep the two apart.
-MIXED_VOCAB = [*VOCAB, "ICD10CM:E119", "ICD10CM:I10", "ICD10CM:E871", "ICD10CM:S72001A", "E8710"]
-MIXED_TITLES = {**TITLES, "ICD10CM:I10": "Essential (primary) hypertension"}
+# procedures and medications of each system beside them
+MIXED_VOCAB = [
+    *VOCAB, "ICD10CM:E119", "ICD10CM:I10", "ICD10CM:E871", "ICD10CM:S72001A", "E8710",
+    "ICD9PCS:3893", "ICD9PCS:966", "ICD10PCS:02HV33Z", "RX:heparin", "RX:potassium chloride", "RX:d5w",
+]  # fmt: skip
+ICD9_TYPED_VOCAB = [c for c in MIXED_VOCAB if not c.startswith(("ICD10CM:", "ICD10PCS:"))]
+MIXED_TITLES = {
+    **TITLES,
+    "ICD10CM:I10": "Essential (primary) hypertension",
+    "ICD9PCS:3893": "Venous catheterization, not elsewhere classified",
+    "ICD10PCS:02HV33Z": "Insertion of infusion device into superior vena cava",
+}
 
 
-@pytest.fixture(scope="module")
-def mixed_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(5)
+def vocabulary_cohort(root: Path, vocab: list[str], seed: int) -> Path:
+    """100 generated-looking patients over ``vocab`` (codes of every type in any order)."""
+    rng = np.random.default_rng(seed)
     batches = []
     for _ in range(2):
         batch = random_batch(rng, 50)
         visits = [
-            [list(rng.choice(MIXED_VOCAB, size=len(v), replace=False)) for v in p] for p in batch["visits"]
+            [list(rng.choice(vocab, size=len(v) + 2, replace=False)) for v in p] for p in batch["visits"]
         ]
         batches.append(batch.with_columns(pl.Series("visits", visits, dtype=VISIT)))
-    out = tmp_path_factory.mktemp("mixed") / "cohort"
-    write_synthetic(out, batches, descriptions=MIXED_TITLES)
-    return out
+    write_synthetic(root / "cohort", batches, descriptions=MIXED_TITLES)
+    return root / "cohort"
+
+
+@pytest.fixture(scope="module")
+def mixed_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return vocabulary_cohort(tmp_path_factory.mktemp("mixed"), MIXED_VOCAB, 5)
+
+
+def test_writer_orders_each_visit_by_event_type(mixed_cohort: Path) -> None:
+    rank = {"diagnosis": 0, "procedure": 1, "medication": 2}
+    visits = [v["codes"] for p in Cohort(mixed_cohort).read()["visits"].to_list() for v in p]
+    assert all([rank[event_type(c)] for c in v] == sorted(rank[event_type(c)] for c in v) for v in visits)
+    assert sum(any(event_type(c) == "medication" for c in v) for v in visits) > 20
+    counts = Cohort(mixed_cohort).meta["counts"]
+    assert sum(counts["events"].values()) == counts["codes"]["train"]
+    assert set(counts["events"]) == {"diagnoses", "procedures", "medications"}
+
+
+def test_mimic3_export_of_procedures_and_prescriptions(tmp_path: Path) -> None:
+    cohort = vocabulary_cohort(tmp_path, ICD9_TYPED_VOCAB, 6)
+    raw = write_mimic3_csv(cohort, tmp_path / "mimic3", seed=7)
+    procedures = pl.read_csv(raw / "PROCEDURES_ICD.csv", schema_overrides={"ICD9_CODE": pl.Utf8})
+    assert set(procedures["ICD9_CODE"]) == {"3893", "966"}
+    rx = pl.read_csv(raw / "PRESCRIPTIONS.csv")
+    assert rx.columns[:8] == [
+        "ROW_ID",
+        "SUBJECT_ID",
+        "HADM_ID",
+        "ICUSTAY_ID",
+        "STARTDATE",
+        "ENDDATE",
+        "DRUG_TYPE",
+        "DRUG",
+    ]
+    assert set(rx["DRUG"]) == {"heparin", "potassium chloride", "d5w"}
+    titles = pl.read_csv(raw / "D_ICD_PROCEDURES.csv", schema_overrides={"ICD9_CODE": pl.Utf8})
+    assert titles["ICD9_CODE"].to_list() == ["3893"]
+    back = prepare_from("mimic3", raw, tmp_path / "back")
+    assert Cohort(back).meta["drops"] == {}
+    assert {s: v[2] for s, v in cohort_rows(back).items()} == {
+        s: v[2] for s, v in cohort_rows(cohort).items()
+    }
+    codes = Cohort(back).codes()
+    assert (
+        dict(zip(codes["code"], codes["description"], strict=True))["ICD9PCS:3893"]
+        == MIXED_TITLES["ICD9PCS:3893"]
+    )
 
 
 def prepare_from(data: str, raw: Path, out: Path) -> Path:
@@ -348,7 +404,9 @@ def test_mimic3_export_of_real_demo_keeps_times(demo_cohort: Path, tmp_path: Pat
 
 
 def test_mimic3_export_refuses_icd10(mixed_cohort: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"ICD-10-CM code\(s\) \(e\.g\. ICD10CM:.*holds ICD-9 only.*mimic4"):
+    with pytest.raises(
+        InputError, match=r"ICD-10 code\(s\) \(e\.g\. ICD10(CM|PCS):.*hold ICD-9 only.*mimic4"
+    ):
         write_mimic3_csv(mixed_cohort, tmp_path / "mimic3", seed=7)
     assert not (tmp_path / "mimic3").exists()
 
@@ -365,6 +423,13 @@ def test_mimic4_export_reads_back_into_same_cohort(mixed_cohort: Path, tmp_path:
     # ICD-10 rows are unmarked codes with icd_version 10, as MIMIC-IV stores them
     versions = dict(zip(dx["icd_code"], dx["icd_version"], strict=False))
     assert versions["E119"] == 10 and versions["4019"] == 9 and versions["E8710"] == 9
+    px = pl.read_csv(hosp / "procedures_icd.csv", schema_overrides={"icd_code": pl.Utf8})
+    assert set(px.select("icd_code", "icd_version").unique().rows()) == {
+        ("3893", 9),
+        ("966", 9),
+        ("02HV33Z", 10),
+    }
+    assert set(pl.read_csv(hosp / "prescriptions.csv")["drug"]) == {"heparin", "potassium chloride", "d5w"}
     assert {v for c, v in dx.select("icd_code", "icd_version").unique().rows() if c == "E871"} <= {10}
 
     back = prepare_from("mimic4", raw, tmp_path / "back")
@@ -473,6 +538,9 @@ def test_meds_export_keeps_icd10_apart(mixed_cohort: Path, tmp_path: Path) -> No
     assert rows["DIAGNOSIS//ICD//10//E119"]["parent_codes"] == ["ICD10CM/E11.9"]
     assert rows["DIAGNOSIS//ICD//10//E871"]["parent_codes"] == ["ICD10CM/E87.1"]
     assert rows["DIAGNOSIS//ICD//9//E8710"]["parent_codes"] == ["ICD9CM/E871.0"]
+    assert rows["PROCEDURE//ICD//9//3893"]["parent_codes"] == ["ICD9Proc/38.93"]
+    assert rows["PROCEDURE//ICD//10//02HV33Z"]["parent_codes"] == ["ICD10PCS/02HV33Z"]
+    assert rows["MEDICATION//potassium chloride"]["parent_codes"] is None
     assert rows["DIAGNOSIS//ICD//10//I10"]["description"] == MIXED_TITLES["ICD10CM:I10"]
     back = prepare_from("meds", root, tmp_path / "back")
     want, got = cohort_rows(mixed_cohort), cohort_rows(back)

@@ -26,7 +26,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import ehrgen
-from ehrgen.data.codes import ICD10CM_PREFIX, display_code
+from ehrgen.data.codes import (
+    DIAGNOSIS,
+    EVENT_TYPES,
+    ICD9PCS_PREFIX,
+    ICD10CM_PREFIX,
+    ICD10PCS_PREFIX,
+    MEDICATION,
+    PROCEDURE,
+    RX_PREFIX,
+    display_code,
+    event_type_expr,
+)
 from ehrgen.data.cohort import SPLITS, Cohort, atomic_directory, write_json_atomic
 from ehrgen.errors import InputError
 from ehrgen.sampling.writers import PREDICTION_TIMES_FILE
@@ -144,6 +155,30 @@ def _cohort_parts(cohort: Cohort) -> Iterator[tuple[str, pl.DataFrame]]:
                 yield split, part
 
 
+def _coded_rows(visits: pl.DataFrame) -> pl.DataFrame:
+    """One row per (visit, code): ``hadm`` columns of ``visits`` plus ``code``, its event ``type``,
+    its ``value`` (the code without its system mark), ``version`` (9/10, ICD systems) and ``seq``
+    (1-based position among the visit's codes of the same type)."""
+    code = pl.col("code")
+    value, version = code, pl.lit(9, pl.Int64)
+    for mark, v in ((ICD10CM_PREFIX, 10), (ICD9PCS_PREFIX, 9), (ICD10PCS_PREFIX, 10), (RX_PREFIX, None)):
+        value = pl.when(code.str.starts_with(mark)).then(code.str.slice(len(mark))).otherwise(value)
+        version = pl.when(code.str.starts_with(mark)).then(pl.lit(v, pl.Int64)).otherwise(version)
+    return (
+        visits.explode("codes")
+        .rename({"codes": "code"})
+        .drop_nulls("code")
+        .with_columns(event_type_expr("code").alias("type"), value.alias("value"), version.alias("version"))
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("hadm", "type").alias("seq"))
+    )
+
+
+def _cohort_types(cohort: Cohort) -> set[str]:
+    """Event types the cohort holds (its codes table's ``type``, or each code's when absent)."""
+    codes = cohort.codes()
+    return set(codes.select(event_type_expr("code").alias("type"))["type"].unique().to_list())
+
+
 # ----------------------------------------------------------------------------- MIMIC-III CSVs
 
 MIMIC3_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -155,11 +190,24 @@ ADMISSIONS_COLUMNS = [
     "ETHNICITY", "EDREGTIME", "EDOUTTIME", "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG", "HAS_CHARTEVENTS_DATA",
 ]  # fmt: skip
 DIAGNOSES_COLUMNS = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
+PRESCRIPTIONS_COLUMNS = [
+    "ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG",
+    "DRUG_NAME_POE", "DRUG_NAME_GENERIC", "FORMULARY_DRUG_CD", "GSN", "NDC", "PROD_STRENGTH",
+    "DOSE_VAL_RX", "DOSE_UNIT_RX", "FORM_VAL_DISP", "FORM_UNIT_DISP", "ROUTE",
+]  # fmt: skip
 D_ICD_COLUMNS = ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"]
 _ROW_COLUMNS = {
     "PATIENTS": PATIENTS_COLUMNS,
     "ADMISSIONS": ADMISSIONS_COLUMNS,
     "DIAGNOSES_ICD": DIAGNOSES_COLUMNS,
+    "PROCEDURES_ICD": DIAGNOSES_COLUMNS,
+    "PRESCRIPTIONS": PRESCRIPTIONS_COLUMNS,
+}
+# The table holding each event type, and the D_ICD table of its titles.
+MIMIC3_EVENT_TABLES = {
+    DIAGNOSIS: ("DIAGNOSES_ICD", "D_ICD_DIAGNOSES"),
+    PROCEDURE: ("PROCEDURES_ICD", "D_ICD_PROCEDURES"),
+    MEDICATION: ("PRESCRIPTIONS", None),
 }
 
 
@@ -170,7 +218,7 @@ def _row_ids(start: int, n: int) -> pl.Series:
 def _mimic3_tables(
     patients: pl.DataFrame, visits: pl.DataFrame, hadm_start: int, row_start: dict[str, int]
 ) -> dict[str, pl.DataFrame]:
-    """PATIENTS, ADMISSIONS and DIAGNOSES_ICD rows of one part file."""
+    """PATIENTS, ADMISSIONS, DIAGNOSES_ICD, PROCEDURES_ICD and PRESCRIPTIONS rows of one part file."""
     visits = visits.with_columns(
         pl.Series("HADM_ID", np.arange(hadm_start, hadm_start + visits.height, dtype=np.int64))
     )
@@ -193,15 +241,34 @@ def _mimic3_tables(
         *(null.alias(c) for c in ADMISSIONS_COLUMNS if c not in named),
         pl.lit(0, pl.Int8).alias("HOSPITAL_EXPIRE_FLAG"),
     ).select(ADMISSIONS_COLUMNS)
-    dx = (
-        visits.select(pl.col("subject_id").alias("SUBJECT_ID"), "HADM_ID", pl.col("codes").alias("ICD9_CODE"))
-        .explode("ICD9_CODE")
-        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("HADM_ID").alias("SEQ_NUM"))
+    coded = _coded_rows(
+        visits.select("subject_id", pl.col("HADM_ID").alias("hadm"), "admittime", "dischtime", "codes")
     )
-    dx = dx.select(
-        _row_ids(row_start["DIAGNOSES_ICD"], dx.height), "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"
-    )
-    return {"PATIENTS": pat, "ADMISSIONS": adm, "DIAGNOSES_ICD": dx}
+    out = {"PATIENTS": pat, "ADMISSIONS": adm}
+    for kind, (name, _) in MIMIC3_EVENT_TABLES.items():
+        rows = coded.filter(pl.col("type") == kind)
+        ids = _row_ids(row_start[name], rows.height)
+        if kind == MEDICATION:
+            named = {"ROW_ID", "SUBJECT_ID", "HADM_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG"}
+            out[name] = rows.select(
+                ids,
+                pl.col("subject_id").alias("SUBJECT_ID"),
+                pl.col("hadm").alias("HADM_ID"),
+                pl.col("admittime").alias("STARTDATE"),
+                pl.col("dischtime").alias("ENDDATE"),
+                pl.lit("MAIN").alias("DRUG_TYPE"),
+                pl.col("value").alias("DRUG"),
+                *(null.alias(c) for c in PRESCRIPTIONS_COLUMNS if c not in named),
+            ).select(PRESCRIPTIONS_COLUMNS)
+        else:
+            out[name] = rows.select(
+                ids,
+                pl.col("subject_id").alias("SUBJECT_ID"),
+                pl.col("hadm").alias("HADM_ID"),
+                pl.col("seq").alias("SEQ_NUM"),
+                pl.col("value").alias("ICD9_CODE"),
+            )
+    return out
 
 
 def _open(path: Path, compress: bool) -> IO[bytes]:
@@ -219,33 +286,42 @@ def write_mimic3_csv(
     """Export a cohort as MIMIC-III v1.4 tables that ``data=mimic3`` reads back into the same cohort.
 
     Writes PATIENTS, ADMISSIONS (full v1.4 header; columns ehrgen cannot know are empty),
-    DIAGNOSES_ICD (``SEQ_NUM`` = position in the visit) and, when the cohort has descriptions,
-    D_ICD_DIAGNOSES; ``.csv.gz`` when ``compress``. HADM_IDs are consecutive from
-    :data:`HADM_ID_START`; dates follow :func:`draw_visit_times` seeded by ``seed``. MIMIC-III
-    holds ICD-9 only: a cohort with ICD-10-CM codes is refused before anything is written
-    (:func:`write_mimic4_csv` takes both).
+    DIAGNOSES_ICD (``SEQ_NUM`` = position among the visit's diagnoses), PROCEDURES_ICD and
+    PRESCRIPTIONS (``DRUG`` = the medication key, from admission to discharge) when the cohort
+    holds those types, and, when it has descriptions, D_ICD_DIAGNOSES / D_ICD_PROCEDURES;
+    ``.csv.gz`` when ``compress``. HADM_IDs are consecutive from :data:`HADM_ID_START`; dates
+    follow :func:`draw_visit_times` seeded by ``seed``. MIMIC-III holds ICD-9 only: a cohort with
+    ICD-10-CM or ICD-10-PCS codes is refused before anything is written (:func:`write_mimic4_csv`
+    takes both).
     """
     cohort = Cohort(cohort_dir)
-    icd10 = cohort.codes().filter(pl.col("code").str.starts_with(ICD10CM_PREFIX))["code"]
+    codes = cohort.codes()["code"]
+    icd10 = codes.filter(codes.str.starts_with(ICD10CM_PREFIX) | codes.str.starts_with(ICD10PCS_PREFIX))
     if icd10.len():
         raise InputError(
-            f"{cohort.path}: {icd10.len()} ICD-10-CM code(s) (e.g. {icd10[0]}), and MIMIC-III's "
-            "DIAGNOSES_ICD holds ICD-9 only: export formats=[mimic4] or [meds] instead"
+            f"{cohort.path}: {icd10.len()} ICD-10 code(s) (e.g. {icd10[0]}), and MIMIC-III's "
+            "DIAGNOSES_ICD and PROCEDURES_ICD hold ICD-9 only: export formats=[mimic4] or [meds] instead"
         )
+    kinds = _cohort_types(cohort)
+    names = [
+        "PATIENTS",
+        "ADMISSIONS",
+        *(MIMIC3_EVENT_TABLES[k][0] for k in EVENT_TYPES if k in kinds | {DIAGNOSIS}),
+    ]
     rng = np.random.default_rng(seed)
     suffix = ".csv.gz" if compress else ".csv"
     with (
         atomic_directory(out_dir, overwrite, kind="mimic3", inputs=[cohort_dir]) as tmp,
         contextlib.ExitStack() as files,
     ):
-        handles = {
-            name: files.enter_context(_open(tmp / f"{name}{suffix}", compress)) for name in _ROW_COLUMNS
-        }
+        handles = {name: files.enter_context(_open(tmp / f"{name}{suffix}", compress)) for name in names}
         next_row = dict.fromkeys(_ROW_COLUMNS, 1)
         hadm = HADM_ID_START
         for _, part in _cohort_parts(cohort):
             patients, visits = _part_visits(part, rng)
             for name, table in _mimic3_tables(patients, visits, hadm, next_row).items():
+                if name not in handles:
+                    continue
                 table.write_csv(
                     handles[name], include_header=next_row[name] == 1, datetime_format=MIMIC3_TIME_FORMAT
                 )
@@ -254,16 +330,22 @@ def write_mimic3_csv(
         for name, handle in handles.items():
             if next_row[name] == 1:  # no rows at all: still a header
                 handle.write((",".join(_ROW_COLUMNS[name]) + "\n").encode())
-        titles = cohort.codes().filter(pl.col("description").is_not_null())
-        if titles.height:
-            titles = titles.sort("code").select(
-                _row_ids(1, titles.height),
-                pl.col("code").alias("ICD9_CODE"),
+        titles = cohort.codes().filter(pl.col("description").is_not_null()).sort("code")
+        titles = _coded_rows(
+            titles.select(pl.lit(0).alias("hadm"), "description", pl.concat_list("code").alias("codes"))
+        )
+        for kind, (_, table) in MIMIC3_EVENT_TABLES.items():
+            rows = titles.filter(pl.col("type") == kind)
+            if table is None or not rows.height:
+                continue
+            rows = rows.select(
+                _row_ids(1, rows.height),
+                pl.col("value").alias("ICD9_CODE"),
                 pl.col("description").str.slice(0, 24).alias("SHORT_TITLE"),
                 pl.col("description").alias("LONG_TITLE"),
             )
-            with _open(tmp / f"D_ICD_DIAGNOSES{suffix}", compress) as handle:
-                titles.write_csv(handle)
+            with _open(tmp / f"{table}{suffix}", compress) as handle:
+                rows.write_csv(handle)
     return Path(out_dir).expanduser().absolute()
 
 
@@ -279,18 +361,23 @@ MIMIC4_COLUMNS = {
         "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag",
     ],
     "diagnoses_icd": ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+    "procedures_icd": ["subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version"],
+    "prescriptions": [
+        "subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq", "order_provider_id", "starttime",
+        "stoptime", "drug_type", "drug", "formulary_drug_cd", "gsn", "ndc", "prod_strength", "form_rx",
+        "dose_val_rx", "dose_unit_rx", "form_val_disp", "form_unit_disp", "doses_per_24_hrs", "route",
+    ],
 }  # fmt: skip
-
-
-def _icd_code_and_version(code: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """The cohort's code -> MIMIC-IV's ``icd_code`` (unmarked) and ``icd_version`` (9 or 10)."""
-    ten = code.str.starts_with(ICD10CM_PREFIX)
-    value = pl.when(ten).then(code.str.slice(len(ICD10CM_PREFIX))).otherwise(code)
-    return value.alias("icd_code"), pl.when(ten).then(10).otherwise(9).cast(pl.Int64).alias("icd_version")
+# The hosp/ table holding each event type, and the d_icd table of its titles.
+MIMIC4_EVENT_TABLES = {
+    DIAGNOSIS: ("diagnoses_icd", "d_icd_diagnoses"),
+    PROCEDURE: ("procedures_icd", "d_icd_procedures"),
+    MEDICATION: ("prescriptions", None),
+}
 
 
 def _mimic4_tables(patients: pl.DataFrame, visits: pl.DataFrame, hadm_start: int) -> dict[str, pl.DataFrame]:
-    """hosp/patients, admissions and diagnoses_icd rows of one part file.
+    """hosp/patients, admissions, diagnoses_icd, procedures_icd and prescriptions rows of one part file.
 
     MIMIC-IV has no date of birth: the anchor year is the first admission's year and the anchor
     age the whole years at that admission (91 above 89, as MIMIC-IV writes it), which is exactly
@@ -319,13 +406,33 @@ def _mimic4_tables(patients: pl.DataFrame, visits: pl.DataFrame, hadm_start: int
         *(null.alias(c) for c in MIMIC4_COLUMNS["admissions"] if c not in named),
         pl.lit(0, pl.Int8).alias("hospital_expire_flag"),
     ).select(MIMIC4_COLUMNS["admissions"])
-    dx = (
-        visits.select("subject_id", "hadm_id", "codes")
-        .explode("codes")
-        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("hadm_id").alias("seq_num"))
-        .select("subject_id", "hadm_id", "seq_num", *_icd_code_and_version(pl.col("codes")))
+    coded = _coded_rows(
+        visits.select("subject_id", pl.col("hadm_id").alias("hadm"), "admittime", "dischtime", "codes")
     )
-    return {"patients": pat, "admissions": adm, "diagnoses_icd": dx}
+    out = {"patients": pat, "admissions": adm}
+    for kind, (name, _) in MIMIC4_EVENT_TABLES.items():
+        rows = coded.filter(pl.col("type") == kind).rename({"hadm": "hadm_id"})
+        if kind == MEDICATION:
+            named = {"subject_id", "hadm_id", "starttime", "stoptime", "drug_type", "drug"}
+            out[name] = rows.select(
+                "subject_id",
+                "hadm_id",
+                pl.col("admittime").alias("starttime"),
+                pl.col("dischtime").alias("stoptime"),
+                pl.lit("MAIN").alias("drug_type"),
+                pl.col("value").alias("drug"),
+                *(null.alias(c) for c in MIMIC4_COLUMNS[name] if c not in named),
+            ).select(MIMIC4_COLUMNS[name])
+        else:
+            out[name] = rows.select(
+                "subject_id",
+                "hadm_id",
+                pl.col("seq").alias("seq_num"),
+                pl.col("admittime").dt.date().alias("chartdate"),
+                pl.col("value").alias("icd_code"),
+                pl.col("version").alias("icd_version"),
+            ).select(MIMIC4_COLUMNS[name])
+    return out
 
 
 def write_mimic4_csv(
@@ -339,8 +446,10 @@ def write_mimic4_csv(
     """Export a cohort as MIMIC-IV v2.x ``hosp/`` tables that ``data=mimic4`` reads back.
 
     Writes ``hosp/patients``, ``admissions`` (the v2.2 header; columns ehrgen cannot know are
-    empty), ``diagnoses_icd`` (``seq_num`` = position in the visit; ICD-9 and ICD-10 codes with
-    their ``icd_version``) and, when the cohort has descriptions, ``d_icd_diagnoses``;
+    empty), ``diagnoses_icd`` (``seq_num`` = position among the visit's diagnoses; ICD-9 and ICD-10
+    codes with their ``icd_version``), ``procedures_icd`` and ``prescriptions`` (``drug`` = the
+    medication key) when the cohort holds those types, and, when it has descriptions,
+    ``d_icd_diagnoses`` / ``d_icd_procedures``;
     ``.csv.gz`` when ``compress`` (as MIMIC-IV ships). Ages become MIMIC-IV's whole-year
     ``anchor_age``, so they read back truncated to whole years; codes, visits and times read
     back unchanged. hadm_ids are consecutive from :data:`HADM_ID_START`; dates follow
@@ -363,6 +472,8 @@ def write_mimic4_csv(
         for _, part in _cohort_parts(cohort):
             patients, visits = _part_visits(part, rng)
             for name, table in _mimic4_tables(patients, visits, hadm).items():
+                if name not in handles:
+                    continue
                 table.write_csv(
                     handles[name], include_header=written[name] == 0, datetime_format=MIMIC4_TIME_FORMAT
                 )
@@ -371,13 +482,21 @@ def write_mimic4_csv(
         for name, handle in handles.items():
             if written[name] == 0:  # no rows at all: still a header
                 handle.write((",".join(MIMIC4_COLUMNS[name]) + "\n").encode())
-        titles = cohort.codes().filter(pl.col("description").is_not_null())
-        if titles.height:
-            titles = titles.sort("code").select(
-                *_icd_code_and_version(pl.col("code")), pl.col("description").alias("long_title")
+        titles = cohort.codes().filter(pl.col("description").is_not_null()).sort("code")
+        titles = _coded_rows(
+            titles.select(pl.lit(0).alias("hadm"), "description", pl.concat_list("code").alias("codes"))
+        )
+        for kind, (_, table) in MIMIC4_EVENT_TABLES.items():
+            rows = titles.filter(pl.col("type") == kind)
+            if table is None or not rows.height:
+                continue
+            rows = rows.select(
+                pl.col("value").alias("icd_code"),
+                pl.col("version").alias("icd_version"),
+                pl.col("description").alias("long_title"),
             )
-            with _open(tmp / "hosp" / f"d_icd_diagnoses{suffix}", compress) as handle:
-                titles.write_csv(handle)
+            with _open(tmp / "hosp" / f"{table}{suffix}", compress) as handle:
+                rows.write_csv(handle)
     return Path(out_dir).expanduser().absolute()
 
 
@@ -421,19 +540,38 @@ _STATIC_CODES = {
 }
 
 
+# The MEDS spelling of each marked system (ICD-9-CM diagnoses, unmarked, take ``code_prefix``), and
+# the OMOP vocabulary of its parent codes (medication keys have none).
+MEDS_SYSTEMS = {
+    ICD9PCS_PREFIX: ("PROCEDURE//ICD//9//", "ICD9Proc"),
+    ICD10PCS_PREFIX: ("PROCEDURE//ICD//10//", "ICD10PCS"),
+    RX_PREFIX: ("MEDICATION//", None),
+}
+
+
 def _meds_code(code: pl.Expr, code_prefix: str, icd10_prefix: str) -> pl.Expr:
-    """The cohort's code -> its MEDS code (``code_prefix`` + ICD-9, ``icd10_prefix`` + ICD-10)."""
-    ten = code.str.starts_with(ICD10CM_PREFIX)
-    value = pl.when(ten).then(code.str.slice(len(ICD10CM_PREFIX))).otherwise(code)
-    return pl.when(ten).then(pl.lit(icd10_prefix)).otherwise(pl.lit(code_prefix)) + value
+    """The cohort's code -> its MEDS code (``code_prefix`` + ICD-9, ``icd10_prefix`` + ICD-10
+    diagnosis, :data:`MEDS_SYSTEMS` for the others)."""
+    out = pl.lit(code_prefix) + code
+    spelled = {ICD10CM_PREFIX: icd10_prefix} | {mark: p for mark, (p, _) in MEDS_SYSTEMS.items()}
+    for mark, prefix in spelled.items():
+        out = (
+            pl.when(code.str.starts_with(mark))
+            .then(pl.lit(prefix) + code.str.slice(len(mark)))
+            .otherwise(out)
+        )
+    return out
 
 
-def _meds_parent(code: str) -> str:
-    """``4019`` -> ``ICD9CM/401.9``, ``ICD10CM:E119`` -> ``ICD10CM/E11.9``."""
+def _meds_parent(code: str) -> list[str] | None:
+    """``4019`` -> ``ICD9CM/401.9``, ``ICD10CM:E119`` -> ``ICD10CM/E11.9``, ``ICD9PCS:3893`` ->
+    ``ICD9Proc/38.93``; None for a medication key."""
     shown = display_code(code)
-    if code.startswith(ICD10CM_PREFIX):
-        return f"ICD10CM/{shown[len(ICD10CM_PREFIX) :]}"
-    return f"ICD9CM/{shown}"
+    vocabularies = {ICD10CM_PREFIX: "ICD10CM"} | {mark: v for mark, (_, v) in MEDS_SYSTEMS.items()}
+    for mark, vocabulary in vocabularies.items():
+        if code.startswith(mark):
+            return None if vocabulary is None else [f"{vocabulary}/{shown[len(mark) :]}"]
+    return [f"ICD9CM/{shown}"]
 
 
 def _meds_events(
@@ -534,7 +672,7 @@ def write_meds(
                 splits.write_table(subjects.cast(MEDS_SPLITS_SCHEMA))
 
         dx = cohort.codes().select("code", "description")
-        parents = [[_meds_parent(c)] for c in dx["code"]]  # vocabulary-sized
+        parents = [_meds_parent(c) for c in dx["code"]]  # vocabulary-sized
         static = pl.DataFrame(
             {"code": list(_STATIC_CODES), "description": list(_STATIC_CODES.values())},
             schema={"code": pl.Utf8, "description": pl.Utf8},

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,11 +28,22 @@ from ehrgen.options import check_prepare_options
 log = logging.getLogger(__name__)
 
 
+def instantiate_source(cfg: DictConfig) -> object:
+    """``cfg.data.source`` built from config; a source's own one-line error is raised as it is
+    (Hydra wraps exceptions raised inside a ``_target_`` with the call's arguments)."""
+    try:
+        return instantiate(cfg.data.source)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, InputError):
+            raise err.__cause__ from None
+        raise
+
+
 def cohort_dir_for(cfg: DictConfig) -> Path:
     """``data.cohort_dir``, or a cache folder keyed by the source and its split/shard options."""
     if cfg.data.get("cohort_dir"):
         return Path(str(cfg.data.cohort_dir)).expanduser().absolute()
-    source = instantiate(cfg.data.source)
+    source = instantiate_source(cfg)
     icd_map = icd_map_from_config(cfg.data.get("icd_map"))
     key = {
         **source.cache_key(),
@@ -49,7 +61,7 @@ def cohort_dir_for(cfg: DictConfig) -> Path:
 def run(cfg: DictConfig) -> Path:
     """Prepare the cohort described by ``cfg.data``; return its directory."""
     check_prepare_options(cfg)
-    source = instantiate(cfg.data.source)
+    source = instantiate_source(cfg)
     out = cohort_dir_for(cfg)
     started = time.perf_counter()
     inputs = [getattr(source, "raw_dir", None)]

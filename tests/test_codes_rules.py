@@ -15,9 +15,13 @@ from ehrgen.data.codes import (
     category_of,
     code_system,
     display_code,
+    drug_key,
+    event_type,
+    event_type_expr,
     is_diagnosis_code,
     is_icd9_dx,
     is_icd10_dx,
+    is_known_code,
     normalize_code,
     normalize_code_expr,
     with_system_expr,
@@ -170,3 +174,43 @@ def test_allowed_mask_mixes_icd9_and_icd10() -> None:
         ]
     )
     np.testing.assert_array_equal(allowed_code_mask(codes, sex, age), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("5% Dextrose", "dextrose"),
+        ("Potassium Chloride (Powder)", "potassium chloride"),
+        ("Sodium Chloride 0.9%  Flush", "sodium chloride flush"),
+        ("Heparin 5000 units", "heparin"),
+        ("Insulin 100 units/mL", "insulin"),
+        ("D5W", "d5w"),
+        ("Vitamin B12", "vitamin b12"),
+        ("*NF* Ertapenem Sodium", "ertapenem sodium"),
+        ("1000", ""),
+    ],
+)
+def test_drug_key_keeps_the_ingredient(name: str, key: str) -> None:
+    assert drug_key(name) == key
+    assert drug_key(key) == key  # idempotent: an exported key reads back as itself
+    assert normalize_code(f"RX:{name}") == f"RX:{key}"
+
+
+def test_event_types_shapes_and_categories() -> None:
+    cases = {
+        "4019": ("diagnosis", "401", "401.9"),
+        "ICD10CM:E119": ("diagnosis", "ICD10CM:E11", "ICD10CM:E11.9"),
+        "ICD9PCS:3893": ("procedure", "ICD9PCS:38", "ICD9PCS:38.93"),
+        "ICD9PCS:966": ("procedure", "ICD9PCS:96", "ICD9PCS:96.6"),
+        "ICD10PCS:02HV33Z": ("procedure", "ICD10PCS:02H", "ICD10PCS:02HV33Z"),
+        "RX:potassium chloride": ("medication", "RX:potassium chloride", "RX:potassium chloride"),
+    }
+    for code, (kind, category, shown) in cases.items():
+        assert (event_type(code), category_of(code), display_code(code)) == (kind, category, shown)
+        assert is_known_code(code)
+    frame = pl.DataFrame({"c": list(cases)})
+    assert frame.select(category_expr("c"))["c"].to_list() == [v[1] for v in cases.values()]
+    assert frame.select(event_type_expr("c"))["literal"].to_list() == [v[0] for v in cases.values()]
+    bad = ["ICD9PCS:1", "ICD9PCS:38931", "ICD10PCS:02HV33", "ICD10PCS:02HVI3Z", "RX:", "RX:Heparin", "RX:5mg"]
+    assert not any(is_known_code(c) for c in bad)
+    assert not is_diagnosis_code("ICD9PCS:3893")  # the procedure shape of 38.93 is no diagnosis

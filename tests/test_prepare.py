@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from ehrgen.data.build import load_cooccurrence, row_accounting, visit_code_lists
+from ehrgen.data.codes import drug_key, event_type
 from ehrgen.data.cohort import Cohort, assign_splits
 from ehrgen.data.sources.base import RawCsv
 from ehrgen.data.sources.csv_check import check_csv
@@ -35,12 +36,30 @@ def test_demo_counts_match_raw_tables(demo_cohort: Path, mimic3_demo: Path) -> N
     assert patients.height == 100
     assert patients["subject_id"].n_unique() == 100
     assert int(patients["visits"].list.len().sum()) == 129
-    assert cohort.meta["drops"] == {}
 
-    raw = Counter(row["icd9_code"] for row in _read_csv(mimic3_demo / "DIAGNOSES_ICD.csv"))
+    # An independent reading of the raw files (csv module): a code counts once per admission.
+    diagnoses = _read_csv(mimic3_demo / "DIAGNOSES_ICD.csv")
+    procedures = _read_csv(mimic3_demo / "PROCEDURES_ICD.csv")
+    prescriptions = _read_csv(mimic3_demo / "PRESCRIPTIONS.csv")
+    px = {(r["hadm_id"], "ICD9PCS:" + r["icd9_code"]) for r in procedures}
+    rx = {(r["hadm_id"], "RX:" + drug_key(r["drug"])) for r in prescriptions}
+    raw = Counter(r["icd9_code"] for r in diagnoses) + Counter(c for _, c in px) + Counter(c for _, c in rx)
     codes = cohort.codes()
     assert dict(zip(codes["code"], codes["count"], strict=True)) == dict(raw)
-    assert int(codes["count"].sum()) == 1761
+    assert (len(diagnoses), len(procedures), len(prescriptions)) == (1761, 506, 10398)
+    assert cohort.meta["counts"]["events"] == {
+        "diagnoses": 1761,
+        "procedures": len(px),
+        "medications": len(rx),
+    }
+    # the repeats of a code within an admission are the only rows not used
+    assert cohort.meta["drops"] == {
+        "procedure_duplicate_in_visit": len(procedures) - len(px),
+        "medication_duplicate_in_visit": len(prescriptions) - len(rx),
+    }
+    for table, rows in row_accounting(cohort.meta).items():
+        assert rows["input"] == rows["used"] + rows["dropped"], table
+    assert dict(zip(codes["code"], codes["type"], strict=True))["RX:heparin"] == "medication"
     # descriptions come from D_ICD_DIAGNOSES
     assert (
         codes.filter(pl.col("code") == "4019")["description"].item() == "Unspecified essential hypertension"
@@ -72,7 +91,9 @@ def test_demo_patient_fields(demo_cohort: Path, mimic3_demo: Path) -> None:
                 (d for d in raw_dx if int(d["hadm_id"]) == first_hadm), key=lambda d: int(d["seq_num"])
             )
         ]
-        assert row["visits"][0]["codes"] == expected
+        codes = row["visits"][0]["codes"]
+        assert codes[: len(expected)] == expected  # diagnoses first, then procedures and medications
+        assert all(event_type(c) != "diagnosis" for c in codes[len(expected) :])
     assert (patients["age"] == 90.0).sum() > 0, "the demo holds patients over 89 (DOB shifted by ~300 y)"
 
 
@@ -97,7 +118,7 @@ def test_gzip_and_upper_case_headers_give_same_cohort(
 ) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
-    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"):
+    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS"):
         text = (mimic3_demo / f"{name}.csv").read_text()
         header, rest = text.split("\n", 1)
         (raw / f"{name}.csv.gz").write_bytes(gzip.compress((header.upper() + "\n" + rest).encode()))
@@ -480,3 +501,44 @@ def test_bad_layout_options_fail_before_writing(
     with pytest.raises(InputError, match=rf"{key}=.*: expected a whole number"):
         _prepare(mimic3_demo, tmp_path / "c", compose_cfg, override)
     assert not (tmp_path / "c").exists()
+
+
+def test_event_types_choose_the_tables(tmp_path: Path, mimic3_demo: Path, compose_cfg) -> None:
+    base = ["data=mimic3", f"data.raw_dir={mimic3_demo}"]
+    only = Cohort(
+        run(
+            compose_cfg(
+                "prepare", [*base, f"data.cohort_dir={tmp_path / 'dx'}", "data.event_types=[diagnosis]"]
+            )
+        )
+    )
+    assert only.meta["drops"] == {} and set(only.meta["input_rows"]) == {
+        "patients",
+        "admissions",
+        "diagnoses",
+    }
+    assert (
+        only.codes()["type"].unique().to_list() == ["diagnosis"] and int(only.codes()["count"].sum()) == 1761
+    )
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD"):
+        (raw / f"{name}.csv").write_bytes((mimic3_demo / f"{name}.csv").read_bytes())
+    # without the files, the default reads what is there; asking for a missing table is one line
+    assert set(Cohort(run(compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={raw}", f"data.cohort_dir={tmp_path / 'a'}"]))).codes()["type"]) == {"diagnosis"}  # fmt: skip
+    with pytest.raises(
+        InputError, match=r"PRESCRIPTIONS\.csv\(\.gz\) not found: expected MIMIC-III PRESCRIPTIONS"
+    ):
+        run(compose_cfg("prepare", ["data=mimic3", f"data.raw_dir={raw}", f"data.cohort_dir={tmp_path / 'b'}", "data.event_types=[diagnosis,medication]"]))  # fmt: skip
+    with pytest.raises(InputError, match=r"data\.event_types=.*includes diagnosis"):
+        run(
+            compose_cfg(
+                "prepare", [*base, f"data.cohort_dir={tmp_path / 'c'}", "data.event_types=[medication]"]
+            )
+        )
+    with pytest.raises(InputError, match=r"this source has no procedure"):
+        run(
+            compose_cfg(
+                "prepare", [f"data.cohort_dir={tmp_path / 'd'}", "data.event_types=[diagnosis,procedure]"]
+            )
+        )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ehrgen.data.codes import is_diagnosis_code
+from ehrgen.data.codes import is_diagnosis_code, is_known_code
 from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, rule_membership
 from ehrgen.metrics.cohort_arrays import CohortArrays, unique_sorted
 
@@ -61,7 +61,7 @@ def per_patient_quantities(
     distinct_keys = unique_sorted(entry_visit.astype(np.int64) * v + arr.codes)
     distinct = np.bincount(visit_patient[distinct_keys // v], minlength=n)
     unknown = np.bincount(entry_patient[~known[arr.codes]], minlength=n).astype(np.float64)
-    well_formed = np.array([is_diagnosis_code(str(c)) for c in arr.vocab], dtype=bool)
+    well_formed = np.array([is_known_code(str(c)) for c in arr.vocab], dtype=bool)
     invalid = np.bincount(entry_patient[~well_formed[arr.codes]], minlength=n).astype(np.float64)
     n_visits = np.diff(arr.visit_ptr).astype(np.float64)
     empty = np.bincount(visit_patient[np.diff(arr.code_ptr) == 0], minlength=n).astype(np.float64)

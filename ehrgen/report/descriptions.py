@@ -87,7 +87,7 @@ _HELP: list[tuple[str, str, str]] = [
     (
         r"invalid_format_rate$",
         "0",
-        "share of code occurrences that are not ICD-9-CM or ICD-10-CM diagnosis codes",
+        "share of code occurrences that are not well-formed diagnosis, procedure or medication codes",
     ),
     (r"empty_visit_rate$", "0", "share of visits without codes"),
     (r"empty_patient_rate$", "0", "share of patients without any code"),

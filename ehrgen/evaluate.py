@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ehrgen.config import CONFIG_DIR
+from ehrgen.data.codes import EVENT_TYPES, event_type
 from ehrgen.data.cohort import Cohort, atomic_directory, check_output, write_json_atomic
 from ehrgen.errors import InputError, one_line_errors
 from ehrgen.metrics.bootstrap import BootstrapConfig, bootstrap, metric_entry
@@ -76,6 +77,7 @@ def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
             "top_k": int(cfg.fidelity.top_k),
             "band_edges": tuple(cfg.fidelity.band_edges),
             "profile_min_patients": int(cfg.fidelity.profile_min_patients),
+            "token_type": np.array([event_type(str(c)) for c in level.tokens]),
         }
         cmp = LevelComparison(st_real, patient_stats(inp.synthetic, level), level, **kwargs)
         sizes = {"real": inp.real.n_patients, "synthetic": inp.synthetic.n_patients}
@@ -98,6 +100,28 @@ def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
                     "distinct codes per patient": (p["codes_real"], p["codes_other"]),
                 }
             )
+    _fidelity_per_type(inp, cfg, boot, metrics)
+
+
+def _fidelity_per_type(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, metrics: dict) -> None:
+    """``fidelity/<type>/...``: every code-level fidelity metric on each event type's codes alone,
+    when the real cohort holds more than one type (a visit without codes of the type stays empty)."""
+    kinds = np.array([event_type(str(c)) for c in inp.real.vocab])
+    present = [k for k in EVENT_TYPES if k in set(kinds[np.unique(inp.real.codes)])]
+    if len(present) < 2:
+        return
+    kwargs = {
+        "top_k": int(cfg.fidelity.top_k),
+        "band_edges": tuple(cfg.fidelity.band_edges),
+        "profile_min_patients": int(cfg.fidelity.profile_min_patients),
+    }
+    level = Level.codes(inp.real.vocab)
+    for i, kind in enumerate(present):
+        keep = kinds == kind
+        real, synthetic = inp.real.restrict(keep), inp.synthetic.restrict(keep)
+        cmp = LevelComparison(patient_stats(real, level), patient_stats(synthetic, level), level, **kwargs)
+        sizes = {"real": real.n_patients, "synthetic": synthetic.n_patients}
+        metrics.update(_prefixed(f"fidelity/{kind}", bootstrap(cmp.stats, sizes, boot, stream=40 + i)))
 
 
 def _conditioning(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from test_eval_cohorts import arrays_of, toy_patients
 
+from ehrgen.data.codes import event_type
 from ehrgen.metrics.bootstrap import BootstrapConfig, bootstrap, metric_entry, resample_weights
 from ehrgen.metrics.cohort_arrays import Level, patient_stats
 from ehrgen.metrics.fidelity import LevelComparison
@@ -226,3 +227,60 @@ def test_longitudinal_metrics_known_answer(tmp_path):
     assert m["profile_tokens"] == 2
     assert m["age_profile_gap"] == pytest.approx(0.0)
     assert m["female_profile_gap"] == pytest.approx(0.5)
+
+
+TYPED = [
+    (1, 0, 70.0, [["4019", "ICD9PCS:3893", "RX:heparin"], ["4019", "RX:insulin"]]),
+    (2, 1, 60.0, [["25000", "RX:insulin", "RX:heparin"], ["25000", "RX:insulin"]]),
+    (3, 1, 50.0, [["4280", "ICD9PCS:3893"], ["4280", "RX:heparin"]]),
+]
+
+
+def test_restrict_keeps_visits_and_one_type(tmp_path):
+    (arr,) = _arrays(tmp_path, {"typed": _patients(TYPED)})
+    kinds = np.array([event_type(str(c)) for c in arr.vocab])
+    meds = arr.restrict(kinds == "medication")
+    assert meds.n_visits == arr.n_visits and list(meds.subject_id) == [1, 2, 3]
+    per_visit = [[str(meds.vocab[c]) for c in meds.codes[a:b]] for a, b in pairwise(meds.code_ptr)]
+    assert per_visit == [
+        ["RX:heparin"],
+        ["RX:insulin"],
+        ["RX:insulin", "RX:heparin"],
+        ["RX:insulin"],
+        [],
+        ["RX:heparin"],
+    ]
+
+
+def _cross_pair_frequencies(rows) -> dict[tuple[str, str], float]:
+    """Per-visit frequency of every pair of codes of two event types, from plain Python sets."""
+    visits = [sorted(set(v)) for _, _, _, patient in rows for v in patient]
+    pairs = Counter(
+        (a, b) for v in visits for i, a in enumerate(v) for b in v[i + 1 :] if event_type(a) != event_type(b)
+    )
+    return {k: n / len(visits) for k, n in pairs.items()}
+
+
+def test_cross_type_cooccurrence_known_answer(tmp_path):
+    # The same codes per visit and type, but medications moved between visits: pairs within a
+    # type keep their frequencies, pairs across types change.
+    moved = [
+        (1, 0, 70.0, [["4019", "ICD9PCS:3893", "RX:insulin"], ["4019", "RX:heparin"]]),
+        (2, 1, 60.0, [["25000", "RX:insulin", "RX:heparin"], ["25000", "RX:insulin"]]),
+        (3, 1, 50.0, [["4280", "ICD9PCS:3893"], ["4280", "RX:heparin"]]),
+    ]
+    a, b = _arrays(tmp_path, {"a": _patients(TYPED), "b": _patients(moved)})
+    level = Level.codes(a.vocab)
+    kinds = np.array([event_type(str(c)) for c in level.tokens])
+    same = _point(LevelComparison(patient_stats(a, level), patient_stats(a, level), level, token_type=kinds))
+    assert same["cooccurrence_cross_type_r2"] == pytest.approx(1.0)
+    m = _point(LevelComparison(patient_stats(a, level), patient_stats(b, level), level, token_type=kinds))
+    real, other = _cross_pair_frequencies(TYPED), _cross_pair_frequencies(moved)
+    keys = sorted(set(real) | set(other))
+    y, x = np.array([real.get(k, 0.0) for k in keys]), np.array([other.get(k, 0.0) for k in keys])
+    expected = 1 - ((y - x) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert m["cooccurrence_cross_type_r2"] == pytest.approx(expected)
+    assert expected < 0.9
+    # no cross-type metric when the cohorts hold one type
+    diagnoses = np.array([event_type(str(c)) == "diagnosis" for c in a.vocab])
+    assert "cooccurrence_cross_type_r2" not in _point(_compare(a.restrict(diagnoses), a))

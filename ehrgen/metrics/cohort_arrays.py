@@ -87,6 +87,26 @@ class CohortArrays:
             None if self.visit_end is None else self.visit_end[visits],
         )
 
+    def restrict(self, keep: np.ndarray, label: str | None = None) -> CohortArrays:
+        """The same patients and visits holding only the codes whose vocabulary entry ``keep`` is
+        True (per event type metrics: a visit without codes of the type stays, empty)."""
+        entry = np.asarray(keep, dtype=bool)[self.codes] if len(self.codes) else np.zeros(0, dtype=bool)
+        per_visit = np.bincount(self.code_visit()[entry], minlength=self.n_visits)
+        code_ptr = np.zeros(self.n_visits + 1, dtype=np.int64)
+        np.cumsum(per_visit, out=code_ptr[1:])
+        return CohortArrays(
+            label or self.label,
+            self.subject_id,
+            self.sex,
+            self.age,
+            self.visit_ptr,
+            code_ptr,
+            self.codes[entry],
+            self.vocab,
+            self.visit_time,
+            self.visit_end,
+        )
+
 
 def unique_sorted(*arrays: np.ndarray) -> np.ndarray:
     """Sorted distinct values of integer arrays (sort-based: numpy 2's hashing np.unique is ~50x slower here)."""

@@ -46,6 +46,7 @@ class LevelComparison:
         top_k: int = 100,
         band_edges: tuple[float, ...] = (0.5, 0.9),
         profile_min_patients: int = 100,
+        token_type: np.ndarray | None = None,
     ):
         self.level, self.groups, self.top_k, self.band_edges = level, groups, top_k, tuple(band_edges)
         t = level.size
@@ -71,6 +72,11 @@ class LevelComparison:
             (np.ones(2 * n_pairs), (np.r_[np.arange(n_pairs), np.arange(n_pairs)], np.r_[a, b])),
             shape=(n_pairs, len(self.tokens)),
         )
+        # pairs of two event types (a diagnosis with a medication, ...): ``token_type`` [T] when given
+        self.cross = None
+        if token_type is not None and len(np.unique(np.asarray(token_type)[self.tokens])) > 1:
+            kinds = np.asarray(token_type)
+            self.cross = kinds[pair_keys // max(t, 1)] != kinds[pair_keys % max(t, 1)]
         trans_keys = unique_sorted(ref.trans_key, other.trans_key)
         self.trans = [
             keyed_matrix(s.trans_patient, s.trans_key, trans_keys, n)
@@ -133,6 +139,9 @@ class LevelComparison:
         out[f"top{self.top_k}_overlap"] = F.top_k_overlap(prev[0], prev[1], self.top_k)
 
         out["cooccurrence_r2"], partners = self._pair_metrics(w, self.pairs, self.n_visits, partners=True)
+        if self.cross is not None:
+            cross = [m[:, self.cross] for m in self.pairs]
+            out["cooccurrence_cross_type_r2"], _ = self._pair_metrics(w, cross, self.n_visits, partners=False)
         score = []
         for g in (0, 1):
             n_codes = (counts[g] > 0).sum(1)

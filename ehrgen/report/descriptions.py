@@ -42,6 +42,11 @@ _HELP: list[tuple[str, str, str]] = [
     (r"prevalence_pearson$", "1", "linear correlation of per-code prevalence (ignores scale errors)"),
     (r"top\d+_overlap$", "1", "share of the real top-k codes (by prevalence) also in the synthetic top-k"),
     (r"cooccurrence_r2$", "1", "R^2 of within-visit code-pair frequencies (pairs per visit)"),
+    (
+        r"cooccurrence_cross_type_r2$",
+        "1",
+        "R^2 of within-visit frequencies of pairs of two event types (a diagnosis with a medication, ...)",
+    ),
     (r"cooccurrence_score_ratio$", "1", "partners per code, synthetic / real; <1 too sparse, >1 too mixed"),
     (r"cooccurrence_score_real$", "-", "mean number of distinct within-visit partners per real code"),
     (r"cooccurrence_score$", "= real", "mean number of distinct within-visit partners per compared code"),

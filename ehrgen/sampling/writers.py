@@ -276,7 +276,9 @@ class SyntheticCohortWriter:
         if frame.select(pl.col("visits").list.eval(typed).list.any().any()).item():
             # procedures or medications: the contract lists a visit's diagnoses, then its procedures,
             # then its medications, each type in its generated order
-            rank = event_type_expr(pl.element()).replace_strict(list(EVENT_TYPES), list(range(len(EVENT_TYPES))))
+            rank = event_type_expr(pl.element()).replace_strict(
+                list(EVENT_TYPES), list(range(len(EVENT_TYPES)))
+            )
             unique_codes = unique_codes.list.eval(pl.element().sort_by(rank, maintain_order=True))
         # as prepare does (build.check_visit_ends): an end before the admission is unknown
         end = pl.when(pl.field("end") >= pl.field("time")).then(pl.field("end")).alias("end")

@@ -395,7 +395,7 @@ def build_generator(
         items,
         lo,
         max_visits=int(c.max_visits),
-        max_codes_per_visit=int(c.max_codes_per_visit),
+        max_codes_per_visit=None if c.max_codes_per_visit is None else int(c.max_codes_per_visit),
         max_length=max_length,
         validity=bool(c.validity),
         item_ok=None if expander is None else expander.item_ok,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ehrgen.data.codes import category_of
+from ehrgen.data.codes import category_of, event_type
 from ehrgen.data.rules import VALIDITY_RULES
 from ehrgen.data.vocab import (
     BOS,
@@ -129,6 +129,29 @@ def test_mask_enforces_visit_grammar() -> None:
     assert allowed_after(c, [VISIT_START, a, VISIT_END, EOS]) == {PAD}  # finished rows only pad
     for forbidden in (BOS, PAD, UNK, MASK):
         assert all(forbidden not in allowed_after(c, p) for p in ([], [VISIT_START], [VISIT_START, a]))
+
+
+def test_mask_orders_a_visit_by_event_type() -> None:
+    typed = ["4019", "25000", "ICD9PCS:3893", "RX:heparin", "RX:insulin"]
+    c = VisitConstraints(typed, LO, max_length=64, validity=False)
+    dx, px, rx = {LO, LO + 1}, {LO + 2}, {LO + 3, LO + 4}
+    assert allowed_after(c, [VISIT_START]) == dx | px | rx
+    assert allowed_after(c, [VISIT_START, LO + 2]) == rx | {VISIT_END}  # after a procedure: no diagnosis
+    assert allowed_after(c, [VISIT_START, LO, LO + 3]) == {
+        LO + 4,
+        VISIT_END,
+    }  # after a medication: medications
+    assert allowed_after(c, [VISIT_START, LO + 3, VISIT_END, VISIT_START]) == dx | px | rx  # reset at <v>
+    # an adversarial model that wants medications first still writes each visit in type order
+    model = adversarial(tiny_model(LO + len(typed), max_length=64), [LO + 3, LO + 4])
+    tokens, _, _ = generate(model, c, 200)
+    rank = {"diagnosis": 0, "procedure": 1, "medication": 2}
+    for row in tokens:
+        for visit in CodeVocab(typed).decode(row):
+            kinds = [rank[event_type(x)] for x in visit]
+            assert kinds == sorted(kinds)
+    assert VisitConstraints(VOCAB.codes, LO, validity=False).typed is False  # one type: no masking
+    assert c.max_codes_per_visit == 64  # null: only max_length bounds a visit
 
 
 def test_mask_keeps_room_to_finish_within_max_length() -> None:

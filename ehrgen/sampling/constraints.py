@@ -8,6 +8,9 @@ content tokens (codes for the flat model, diagnosis categories for the hierarchi
 - no empty visit, at most ``max_visits`` visits and ``max_codes_per_visit`` items per visit, and
   the sequence always fits into ``max_length`` tokens (``<s>`` and ``</s>`` included): a visit is
   only opened when an item, ``<\\v>`` and ``</s>`` still fit, an item only when ``<\\v> </s>`` do.
+- items of one visit in event-type order (diagnoses, then procedures, then medications, as the
+  cohort contract lists them): once a visit holds an item of a later type, items of earlier types
+  are masked. A vocabulary of one type is unaffected.
 - no item twice inside one visit, and ``validity``: no item the patient may not carry under
   :data:`ehrgen.data.rules.VALIDITY_RULES` (rule membership precomputed once over the vocabulary,
   then :func:`allowed_code_mask` per batch). Both live in one running ``blocked [B, n_items]``
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ehrgen.data.codes import EVENT_TYPES, event_type
 from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, allowed_code_mask, rule_membership
 from ehrgen.data.vocab import BOS, EOS, MASK, N_SPECIAL, PAD, UNK, VISIT_END, VISIT_START
 from ehrgen.errors import InputError
@@ -45,6 +49,7 @@ class ConstraintState:
     in_visit: Tensor  # [B] bool: a visit is open
     done: Tensor  # [B] bool: </s> emitted
     blocked: Tensor  # [B, n_items] bool: already in the open visit, or forbidden
+    type_floor: Tensor  # [B] rank of the latest event type in the open visit (0: diagnoses)
     forbidden: Tensor | None  # [B, n_items] bool: items the patient may never carry (None: none)
     seen: Tensor  # [B, vocab] bool: every item generated so far (token ids)
     history: Tensor  # [B, vocab] int8: items of earlier visits / of the open one (carry-over input)
@@ -75,12 +80,14 @@ class VisitConstraints:
         lo: int = N_SPECIAL,
         *,
         max_visits: int = 50,
-        max_codes_per_visit: int = 40,
+        max_codes_per_visit: int | None = None,
         max_length: int = 512,
         validity: bool = True,
         rules: Sequence[ValidityRule] = VALIDITY_RULES,
         item_ok: np.ndarray | None = None,
     ) -> None:
+        if max_codes_per_visit is None:  # only max_length bounds a visit
+            max_codes_per_visit = max_length
         if int(max_visits) < 1 or int(max_codes_per_visit) < 1:
             raise InputError(
                 f"constraints.max_visits and constraints.max_codes_per_visit must be >= 1, "
@@ -105,6 +112,9 @@ class VisitConstraints:
         if ok.shape != (len(self.items),):
             raise ValueError(f"item_ok must have shape ({len(self.items)},), got {ok.shape}")
         self.item_ok = ok
+        rank = {kind: i for i, kind in enumerate(EVENT_TYPES)}
+        self.item_rank = torch.tensor([rank[event_type(str(x))] for x in self.items], dtype=torch.long)
+        self.typed = bool(self.item_rank.max() > 0)
 
     @property
     def vocab_size(self) -> int:
@@ -150,6 +160,7 @@ class VisitConstraints:
             if forbidden is None
             else forbidden.clone(),
             forbidden=forbidden,
+            type_floor=zeros.clone(),
             seen=torch.zeros(n, self.hi, dtype=torch.bool, device=device),
             history=torch.zeros(n, self.hi, dtype=torch.int8, device=device),
         )
@@ -176,6 +187,11 @@ class VisitConstraints:
         # BOS, UNK and MASK stay False: never generated.
         logits[:, :N_SPECIAL].masked_fill_(~special, float("-inf"))
         logits[:, self.lo : self.hi].masked_fill_(state.blocked, float("-inf"))
+        if self.typed:  # no item of a type earlier than one the visit already holds
+            rank = self.item_rank.to(logits.device)
+            logits[:, self.lo : self.hi].masked_fill_(
+                rank[None, :] < state.type_floor[:, None], float("-inf")
+            )
         closed = (~(live & item_room)).nonzero().squeeze(1)  # rows that may not add an item now
         if closed.numel():
             logits[closed, self.lo : self.hi] = float("-inf")
@@ -197,6 +213,10 @@ class VisitConstraints:
         col = (tokens - self.lo).clamp(0, len(self.items) - 1)[:, None]
         state.blocked.scatter_(1, col, state.blocked.gather(1, col) | is_item[:, None])
         state.n_in_visit = torch.where(opens, 0, state.n_in_visit + is_item.long())
+        if self.typed:
+            item_rank = self.item_rank.to(tokens.device)[col[:, 0]]
+            floor = torch.where(is_item, torch.maximum(state.type_floor, item_rank), state.type_floor)
+            state.type_floor = torch.where(opens, 0, floor)
         state.in_visit = (state.in_visit | opens) & ~closes
         state.n_visits = state.n_visits + opens.long()
         state.n_tokens = state.n_tokens + live.long()

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ehrgen.data.codes import EVENT_TYPES, event_type
 from ehrgen.data.cohort import Cohort
 from ehrgen.data.vocab import Tokenizer, tokenizer_from_dict
 from ehrgen.errors import InputError
@@ -90,6 +91,15 @@ def _plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     return dict(cfg)
 
 
+def token_types(tokenizer: Tokenizer, layout: VocabLayout) -> list[int]:
+    """Event type id of every model token: 0 for specials, 1 + ``EVENT_TYPES`` index otherwise."""
+    rank = {kind: i + 1 for i, kind in enumerate(EVENT_TYPES)}
+    return [
+        rank[event_type(tokenizer.id_to_token(i))] if i >= layout.token_offset else 0
+        for i in range(layout.vocab_size)
+    ]
+
+
 class PromptBartModule(LightningModule):
     """PromptBart + loss + LM metrics; built from the model config, tokenizer dict and cooc matrix."""
 
@@ -113,7 +123,11 @@ class PromptBartModule(LightningModule):
                 "use model=flat with the code tokenizer, model=hierarchical with the category one"
             )
         self.layout = vocab_layout(self.tokenizer)
-        self.model: PromptBart = instantiate(cfg["net"], vocab_size=self.layout.vocab_size)
+        self.model: PromptBart = instantiate(
+            cfg["net"],
+            vocab_size=self.layout.vocab_size,
+            token_types=token_types(self.tokenizer, self.layout),
+        )
         self.loss_fn = PromptBartLoss(
             token_offset=self.layout.token_offset,
             n_tokens=self.layout.n_tokens,

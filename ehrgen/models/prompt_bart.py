@@ -102,6 +102,7 @@ class PromptBart(nn.Module):
         age_profile_scale: float = 30.0,
         visit_times: bool = False,
         visit_times_detach: bool = True,
+        token_types: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
@@ -202,7 +203,30 @@ class PromptBart(nn.Module):
         self.time_head = VisitTimeHead(d) if visit_times else None
         self.visit_times_detach = bool(visit_times_detach)
 
+        # Event types (the PromptEHR way): with diagnoses, procedures and medications in one
+        # vocabulary, each input token also gets its type's embedding (``token_types``: one id per
+        # token, 0 for specials), so a layer can tell "the visit's medications have started" from
+        # the type alone rather than learn it per token. Zero at init; absent for a vocabulary of
+        # one type, so diagnosis-only models and their checkpoints are unchanged.
+        types = None if token_types is None else torch.as_tensor(list(token_types), dtype=torch.long)
+        if types is not None and types.shape != (vocab_size,):
+            raise InputError(
+                f"token_types: expected one id per token ({vocab_size}), got {tuple(types.shape)}"
+            )
+        self.type_embedding = None
+        if types is not None and len(types[types > 0].unique()) > 1:
+            self.register_buffer("token_type_ids", types, persistent=False)
+            self.type_embedding = nn.Embedding(int(types.max()) + 1, d)
+            nn.init.zeros_(self.type_embedding.weight)
+
     # ------------------------------------------------------------------ pieces
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        """Token embeddings (BART's scaled ones), plus the event type's when the vocabulary has types."""
+        tokens = self.bart.get_input_embeddings()(ids)
+        if self.type_embedding is not None:
+            tokens = tokens + self.type_embedding(self.token_type_ids[ids]).to(tokens.dtype)
+        return tokens
 
     def _prompt(self, module: ConditionalPrompt, age: Tensor, sex: Tensor, like: Tensor) -> Tensor:
         age = age.reshape(-1, 1)
@@ -276,7 +300,7 @@ class PromptBart(nn.Module):
     def encode(self, input_ids: Tensor, attention_mask: Tensor, age: Tensor, sex: Tensor) -> EncoderOutput:
         """Encoder states ``[B, P + Le, d]`` with the prompt first, and the extended mask."""
         self._check_length(input_ids, "encoder input")
-        tokens = self.bart.get_input_embeddings()(input_ids)
+        tokens = self._embed(input_ids)
         prompt = self._prompt(self.encoder_prompt, age, sex, tokens)
         mask = torch.cat([attention_mask.new_ones(prompt.shape[:2]), attention_mask], dim=1)
         states = self.bart.get_encoder()(
@@ -297,7 +321,7 @@ class PromptBart(nn.Module):
         use_cache: bool,
     ) -> tuple[Tensor, Cache | None]:
         """Decoder hidden states for the new tokens; the prompt goes in when the cache is empty."""
-        tokens = self.bart.get_input_embeddings()(decoder_input_ids)
+        tokens = self._embed(decoder_input_ids)
         at_start = past_key_values is None or past_key_values.get_seq_length() == 0
         if at_start:
             if age is None or sex is None:

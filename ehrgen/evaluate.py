@@ -100,12 +100,15 @@ def _fidelity(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dic
                     "distinct codes per patient": (p["codes_real"], p["codes_other"]),
                 }
             )
-    _fidelity_per_type(inp, cfg, boot, metrics)
+    _fidelity_per_type(inp, cfg, boot, figs, metrics)
 
 
-def _fidelity_per_type(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, metrics: dict) -> None:
+def _fidelity_per_type(
+    inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict
+) -> None:
     """``fidelity/<type>/...``: every code-level fidelity metric on each event type's codes alone,
-    when the real cohort holds more than one type (a visit without codes of the type stays empty)."""
+    when the real cohort holds more than one type (a visit without codes of the type stays empty);
+    the report gets each type's prevalence panel."""
     kinds = np.array([event_type(str(c)) for c in inp.real.vocab])
     present = [k for k in EVENT_TYPES if k in set(kinds[np.unique(inp.real.codes)])]
     if len(present) < 2:
@@ -122,6 +125,12 @@ def _fidelity_per_type(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, 
         cmp = LevelComparison(patient_stats(real, level), patient_stats(synthetic, level), level, **kwargs)
         sizes = {"real": real.n_patients, "synthetic": synthetic.n_patients}
         metrics.update(_prefixed(f"fidelity/{kind}", bootstrap(cmp.stats, sizes, boot, stream=40 + i)))
+        if cfg.report.enabled:
+            p = cmp.point()
+            title = f"{kind.capitalize()} prevalence"
+            figs[f"prevalence_{kind}"] = plots.prevalence_scatter(
+                p["prevalence_real"], p["prevalence_other"], len(p["visits_real"]), title=title
+            )
 
 
 def _conditioning(inp: EvalInputs, cfg: DictConfig, boot: BootstrapConfig, figs: dict, metrics: dict) -> list:

@@ -63,3 +63,6 @@ def test_a_model_trains_and_generates_every_event_type(trained: dict, tmp_path: 
         assert metrics[f"fidelity/{kind}/jsd"]["value"] is not None, kind
     assert metrics["fidelity/code/cooccurrence_cross_type_r2"]["value"] is not None
     assert metrics["validity/invalid_format_rate"]["value"] == 0.0
+    report = (tmp_path / "eval" / "report.html").read_text()
+    for kind in EVENT_TYPES:  # one prevalence panel per event type
+        assert f"prevalence_{kind}" in report

@@ -24,8 +24,6 @@ from ehrgen.errors import InputError
 from ehrgen.models.prompt_bart import PromptBart
 from ehrgen.sampling.constraints import VisitConstraints, structure_errors
 from ehrgen.sampling.hierarchical import (
-    DEFAULT_AGE_EDGES,
-    FINE_AGE_EDGES,
     KEEP_PRIOR,
     MULTI_PRIOR,
     SIZE_EDGES,
@@ -311,45 +309,6 @@ def test_hierarchical_expansion_valid_and_within_categories(bias: bool) -> None:
             multi += len(codes) > len(cats)
         assert violations(patient, int(s), float(a)) == []
     assert multi > 0  # some categories expanded into several codes
-
-
-def test_fine_age_strata_smooth_towards_their_coarse_band() -> None:
-    tok, stats = expansion_fixture()
-    diabetes = tok.category_id("250")
-    d = [tok.codes.index(c) for c in ("25000", "25001", "25002", "25013")]
-    n_fine = len(FINE_AGE_EDGES) + 1
-    # men: 25000 x30 at 65-74 (fine band 6), 25001 x10 at 75-84 (band 7), nothing at 85+ (band 8);
-    # 25002 x100 at 30-44 (band 3), so over all ages 25002 dominates the category
-    cells = [(6, d[0], 30), (7, d[1], 10), (3, d[2], 100)]
-    stats = {
-        **stats,
-        "age_edges": list(FINE_AGE_EDGES),
-        "band_edges": list(DEFAULT_AGE_EDGES),
-        "code_counts": {
-            "stratum": [c[0] for c in cells],
-            "code": [c[1] for c in cells],
-            "count": [c[2] for c in cells],
-        },
-        "per_visit": {"category": [diabetes], "n": [1], "count": [10]},
-    }
-    prior = 10.0
-    expander = CodeExpander(tok, stats, prior=prior)
-    share = np.array([30.0, 10.0, 100.0, 0.0]) + 1e-3
-    share /= share.sum()
-    band_65 = (np.array([30.0, 10.0, 0.0, 0.0]) + prior * share) / (40.0 + prior)  # men 65+: bands 6-8
-    np.testing.assert_allclose(expander.weights[8, d], prior * band_65)  # a man of 85+: no own counts
-    np.testing.assert_allclose(expander.weights[6, d], [30.0, 0, 0, 0] + prior * band_65)
-    band_18 = (np.array([0.0, 0.0, 100.0, 0.0]) + prior * share) / (100.0 + prior)  # men 18-44: bands 2-3
-    np.testing.assert_allclose(expander.weights[2, d], prior * band_18)
-    np.testing.assert_allclose(expander.weights[n_fine + 8, d], prior * share)  # women: no counts at all
-    # drawn: a man of 88 mostly gets the 65+ code, where one level would give him the 30-44 one
-    n = 4000
-    tokens = np.tile([BOS, VISIT_START, diabetes, VISIT_END, EOS], (n, 1))
-    first = [v[0][0] for v in expander.expand(tokens, np.full(n, 88.0), np.zeros(n, np.int64), np.arange(n), seed=0).to_pylist()]  # fmt: skip
-    got = np.array([first.count(c) for c in ("25000", "25001", "25002", "25013")]) / n
-    np.testing.assert_allclose(got, band_65, atol=0.03)
-    one_level = CodeExpander(tok, {k: v for k, v in stats.items() if k != "band_edges"}, prior=prior)
-    np.testing.assert_allclose(one_level.weights[8, d], prior * share)
 
 
 def test_expansion_follows_the_statistics() -> None:

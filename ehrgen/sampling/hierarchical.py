@@ -12,15 +12,9 @@ category, vectorised over a whole batch:
   each (1.07 per category at 17 or more categories, 1.01 at one or two, on the simulator), and
   one share for all visit sizes compressed the codes-per-visit distribution (KS 2.1x the floor);
 - which: weighted sampling without replacement (Efraimidis-Spirakis keys ``log(u) / w``) with
-  ``w(code) = count(code | sex, age) + prior * p(code | category, sex, age band)``: the train
-  frequency of the code among patients of the same sex and fine age band (:data:`FINE_AGE_EDGES`,
-  about 10 years wide), smoothed towards its share of the category among patients of the same
-  sex and coarse band (:data:`DEFAULT_AGE_EDGES`), itself smoothed the same way towards its share
-  over all patients; codes the validity rules forbid for the patient get ``w = 0``. Why fine
-  bands: within a category, which code a patient gets changes with age inside a 20-year band
-  (the simulator's 65+ codes differ between 70- and 85-year-olds), and coarse bands alone left
-  the code-level age profiles blurred beyond the category-level ones (docs/benchmarks.md).
-  Statistics of older checkpoints (no ``band_edges``) keep the one-level rule.
+  ``w(code) = count(code | sex, age band) + prior * share(code | category)``: the train frequency
+  of the code among patients of the same sex and age band, smoothed towards its share of the
+  category over all patients; codes the validity rules forbid for the patient get ``w = 0``.
 
 Codes of one category are distinct and categories inside a visit are distinct, so visits never
 repeat a code. The draws are keyed by (patient, category, draw number), not by position: a
@@ -53,8 +47,6 @@ from ehrgen.sampling.sampler import _offsets, counter_uniforms, patient_keys, vi
 
 STATS_VERSION = 1
 DEFAULT_AGE_EDGES: tuple[float, ...] = (1.0, 18.0, 45.0, 65.0)  # bands <1, 1-17, 18-44, 45-64, 65+
-# Fine bands of the code counts, nested in the default ones (each fine band lies in one coarse band).
-FINE_AGE_EDGES: tuple[float, ...] = (1.0, 18.0, 30.0, 45.0, 55.0, 65.0, 75.0, 85.0)
 _EXPANSION_STREAM = 2
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _GOLDEN_DRAW = np.uint64(0xD1B54A32D192ED03)  # separates a category's successive fresh draws
@@ -136,47 +128,15 @@ def _count_cdf(hist: np.ndarray, multi: dict[str, list[int]] | None, n_sizes: in
     return np.cumsum(probs, axis=2)
 
 
-def _band_shares(
-    counts: np.ndarray,
-    share: np.ndarray,
-    cat_of_code: np.ndarray,
-    n_cat: int,
-    age_edges: Sequence[float],
-    band_edges: Sequence[float],
-    prior: float,
-) -> np.ndarray:
-    """``[n_strata, n_codes]``: each fine stratum's smoothing target, the code's share of its
-    category among patients of the same sex and coarse band, ``(n_band + prior * share) / sum``.
-
-    Band counts are sums of the (small-cell safe) fine counts: no count is stored twice, so no
-    suppressed cell can be recovered by subtraction.
-    """
-    n_fine = len(age_edges) + 1
-    lower = np.concatenate([[0.0], np.asarray(age_edges, np.float64)])  # each fine band's lowest age
-    band_of = np.searchsorted(np.asarray(band_edges, np.float64), lower, side="right")  # [n_fine]
-    n_band = len(band_edges) + 1
-    stratum_band = np.concatenate([band_of, band_of + n_band])  # fine stratum -> coarse stratum
-    band_counts = np.zeros((2 * n_band, counts.shape[1]))
-    np.add.at(band_counts, stratum_band, counts)
-    smoothed = band_counts + float(prior) * share[None, :]
-    per_cat = np.stack([np.bincount(cat_of_code, weights=row, minlength=n_cat) for row in smoothed])
-    p_band = smoothed / np.maximum(per_cat[:, cat_of_code], 1e-300)
-    assert stratum_band.shape[0] == 2 * n_fine
-    return p_band[stratum_band]
-
-
 def expansion_stats(
     cohort: Cohort | str | os.PathLike,
     tokenizer: HierarchicalTokenizer,
-    age_edges: Sequence[float] = FINE_AGE_EDGES,
+    age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
     split: str = "train",
-    band_edges: Sequence[float] | None = DEFAULT_AGE_EDGES,
 ) -> dict[str, Any]:
     """Aggregate counts stage 2 samples from, as plain lists (checkpoint-safe).
 
-    ``code_counts``: occurrences of each vocabulary code per (sex, age band) stratum, bands cut at
-    ``age_edges``; ``band_edges``: the coarser bands the expander smooths them towards (every
-    one of them must be in ``age_edges``; None: one level only);
+    ``code_counts``: occurrences of each vocabulary code per (sex, age band) stratum;
     ``per_visit``: how many visits hold ``n`` codes of a category (only vocabulary codes count);
     ``multi``: per visit-size band (:data:`SIZE_EDGES`, on the visit's number of categories) and
     category, how many visits hold the category (``visits``) and how many hold more than one of
@@ -188,9 +148,6 @@ def expansion_stats(
     edges = [float(e) for e in age_edges]
     if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
         raise InputError(f"expansion age_edges must increase, got {edges}")
-    bands = None if band_edges is None else [float(e) for e in band_edges]
-    if bands is not None and not set(bands) <= set(edges):
-        raise InputError(f"expansion band_edges {bands} must be a subset of age_edges {edges}")
     lo = tokenizer.code_offset
     vocab = pl.DataFrame(
         {
@@ -234,7 +191,6 @@ def expansion_stats(
         "categories": list(tokenizer.categories),
         "codes": list(tokenizer.codes),
         "age_edges": edges,
-        **({"band_edges": bands} if bands is not None else {}),
         "code_counts": {
             "stratum": codes["stratum"].to_list(),
             "code": codes["code_idx"].to_list(),
@@ -307,12 +263,7 @@ class CodeExpander:
         totals = np.asarray(stats["code_totals"], np.float64) if "code_totals" in stats else counts.sum(0)
         overall = totals + 1e-3  # every vocabulary code stays possible
         share = overall / np.bincount(cat_of_code, weights=overall, minlength=n_cat)[cat_of_code]
-        target = np.broadcast_to(share, counts.shape)
-        if stats.get("band_edges") is not None:
-            target = _band_shares(
-                counts, share, cat_of_code, n_cat, self.age_edges, stats["band_edges"], prior
-            )
-        self.weights = counts + float(prior) * target
+        self.weights = counts + float(prior) * share[None, :]
 
         sizes = np.bincount(cat_of_code, minlength=n_cat)
         self.item_ok = sizes > 0  # a category without vocabulary codes cannot be expanded
@@ -342,7 +293,7 @@ class CodeExpander:
         cls,
         cohort: Cohort | str | os.PathLike,
         tokenizer: HierarchicalTokenizer,
-        age_edges: Sequence[float] = FINE_AGE_EDGES,
+        age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
         prior: float = 1.0,
     ) -> CodeExpander:
         """Statistics computed from the train split of ``cohort`` (when the checkpoint lacks them)."""

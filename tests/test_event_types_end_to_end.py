@@ -54,7 +54,6 @@ def test_a_model_trains_and_generates_every_event_type(trained: dict, tmp_path: 
             "bootstrap.n=10",
             "privacy.workers=1",
             "conditioning.min_stratum_patients=10",
-            "report.enabled=false",
         ],
         tmp_path,
     )

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from ehrgen.data.codes import (
     DIAGNOSIS,
+    MARK_PATTERN,
     MEDICATION,
     PROCEDURE,
     TYPE_PATTERNS,
@@ -67,7 +68,7 @@ def _normalised_codes(raw: pl.Series, pattern: str) -> pl.DataFrame:
     its event type's codes), ``empty``."""
     norm = normalize_code_expr(pl.col("code").cast(pl.Utf8))
     # A medication whose name holds no ingredient word normalises to the bare mark: empty too.
-    value = norm.str.replace(r"^(ICD10CM|ICD9PCS|ICD10PCS|RX):", "")
+    value = norm.str.replace(MARK_PATTERN, "")
     return pl.DataFrame({"code": raw}).select(
         "code",
         pl.when(norm.str.contains(pattern)).then(norm).cast(pl.Categorical).alias("norm"),
@@ -96,15 +97,15 @@ def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
 
 def clean_tables(
     tables: SourceTables, icd_map: IcdMap | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], dict[str, Any]]:
-    """Return ``(visits, patients, drops, input_rows, events)`` with only usable rows.
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], int]:
+    """Return ``(visits, patients, drops, input_rows, added)`` with only usable rows.
 
     ``visits``: one row per usable admission: subject_id, visit_id, time, age and ``codes`` (the
     visit's distinct codes: diagnoses, then procedures, then medications, each in ``seq`` order);
     ``patients``: subject_id, sex. Event tables are reduced to visit-level lists straight away,
     so per-event rows never carry visit columns. ``icd_map`` translates every diagnosis into one
-    ICD version (``ehrgen.data.gem``). ``events``: ``used`` codes per event table, and
-    ``codes_added``, the diagnoses beyond one per input row that the map's combinations created.
+    ICD version (``ehrgen.data.gem``); ``added`` is the number of diagnoses beyond one per input row
+    that the map's combination entries created.
     """
     drops = dict(tables.drops)
     present = [table for table, _, _ in EVENT_TABLES if getattr(tables, table) is not None]
@@ -158,7 +159,7 @@ def clean_tables(
 
     # -- events: each distinct raw code is normalised and validated once, not once per row.
     visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
-    lists, used, added = [], {}, 0
+    lists, added = [], 0
     for table, reason, kind in EVENT_TABLES:
         if table not in events:
             continue
@@ -166,9 +167,8 @@ def clean_tables(
         if kind == DIAGNOSIS and icd_map is not None:
             rows, added = _map_codes(rows, icd_map, drops)
         visit_codes = visit_code_lists(rows)
-        used[table] = int(visit_codes["codes"].list.len().sum() or 0)
         duplicate = "duplicate_code_in_visit" if kind == DIAGNOSIS else f"{reason}_duplicate_in_visit"
-        _count_drop(drops, duplicate, rows.height - used[table])
+        _count_drop(drops, duplicate, rows.height - int(visit_codes["codes"].list.len().sum() or 0))
         lists.append(visit_codes)
         del rows
     if len(lists) > 1:  # one list per visit, the tables' codes in EVENT_TABLES order
@@ -182,7 +182,7 @@ def clean_tables(
     visits = visits.join(visit_codes, on="visit_id", how="inner")
     with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
-    return visits, with_visits, drops, input_rows, {"used": used, "codes_added": added}
+    return visits, with_visits, drops, input_rows, added
 
 
 def _usable_events(
@@ -416,7 +416,7 @@ def build_cohort(
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
-    visits, patients, drops, input_rows, events = clean_tables(tables, icd_map)
+    visits, patients, drops, input_rows, added = clean_tables(tables, icd_map)
     visits, visit_ends = check_visit_ends(visits)
     if patients.height == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
@@ -463,11 +463,7 @@ def build_cohort(
         **layout_metadata(shard_size, row_group_size, files, cooc),
         info=tables.info,
         visit_ends=visit_ends,
-        **(
-            {"icd_map": icd_map.describe() | {"codes_added": events["codes_added"]}}
-            if icd_map is not None
-            else {}
-        ),
+        **({"icd_map": icd_map.describe() | {"codes_added": added}} if icd_map is not None else {}),
         **(extra_meta or {}),
     )
     write_json_atomic(out_dir / "metadata" / "cohort.json", meta)

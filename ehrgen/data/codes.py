@@ -41,6 +41,9 @@ EVENT_TYPES = (DIAGNOSIS, PROCEDURE, MEDICATION)
 ICD10CM_PREFIX = "ICD10CM:"
 ICD9PCS_PREFIX, ICD10PCS_PREFIX = "ICD9PCS:", "ICD10PCS:"
 RX_PREFIX = "RX:"
+# Every system mark, and a regex matching one at the start of a code.
+MARKS = (ICD10CM_PREFIX, ICD9PCS_PREFIX, ICD10PCS_PREFIX, RX_PREFIX)
+MARK_PATTERN = "^(" + "|".join(m[:-1] for m in MARKS) + "):"
 # Words of a drug name that are strengths or units, not the ingredient: a leading digit, a %, a unit.
 _DOSE_WORD = r"^([0-9.]|.*%|(mg|mcg|g|gm|ml|l|meq|mmol|units?|iu)(/.*)?$)"
 # Numeric diagnosis codes have 3-5 digits, V codes V + 2-4 digits, E codes E + 3-4 digits.

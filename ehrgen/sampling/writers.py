@@ -30,7 +30,7 @@ from ehrgen.data.build import (
     cooccurrence_matrix,
     layout_metadata,
 )
-from ehrgen.data.codes import EVENT_TYPES, category_expr, event_type_expr
+from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES, category_expr, event_type_expr
 from ehrgen.data.cohort import (
     POLARS_SCHEMA,
     SPLITS,
@@ -272,7 +272,7 @@ class SyntheticCohortWriter:
             n_visits.alias("c"),
         ).row(0)
         unique_codes = pl.field("codes").list.drop_nulls().list.unique(maintain_order=True)
-        typed = all_codes.list.eval(pl.element().str.contains(r"^(ICD9PCS|ICD10PCS|RX):")).list.any()
+        typed = all_codes.list.eval(event_type_expr(pl.element()) != DIAGNOSIS).list.any()
         if frame.select(pl.col("visits").list.eval(typed).list.any().any()).item():
             # procedures or medications: the contract lists a visit's diagnoses, then its procedures,
             # then its medications, each type in its generated order

@@ -42,6 +42,12 @@ def check_event_types(
     return tuple(t for t in EVENT_TYPES if t in types)
 
 
+def wanted(event_types: Sequence[str] | None, kind: str) -> bool | None:
+    """For :func:`optional_table`: True when ``event_types`` asks for ``kind``, False when it leaves
+    it out, None (read if present) when ``event_types`` is null."""
+    return None if event_types is None else kind in event_types
+
+
 def optional_table(raw_dir: str | Path | None, name: str, expected: str, wanted: bool | None) -> Path | None:
     """``find_table`` for an event table: None when absent and not asked for (``wanted`` None means
     "if present"); a one-line error when ``wanted`` is True and it is missing; None when False."""

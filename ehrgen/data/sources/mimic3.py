@@ -22,6 +22,7 @@ from ehrgen.data.sources.base import (
     optional_table,
     parse_datetime,
     parse_sex,
+    wanted,
     years_between,
 )
 
@@ -43,10 +44,6 @@ class Mimic3Source:
             "event_types": types,
         }
 
-    def _wanted(self, kind: str) -> bool | None:
-        """True: asked for; None: read if the file is there (``event_types`` null); False: left out."""
-        return None if self.event_types is None else kind in self.event_types
-
     def load(self, workdir: Path | None = None) -> SourceTables:
         patients_csv = find_table(self.raw_dir, "PATIENTS", "MIMIC-III PATIENTS (SUBJECT_ID, GENDER, DOB)")
         admissions_csv = find_table(
@@ -57,13 +54,13 @@ class Mimic3Source:
         )
         procedures_csv = optional_table(
             self.raw_dir, "PROCEDURES_ICD", "MIMIC-III PROCEDURES_ICD (SUBJECT_ID, HADM_ID, SEQ_NUM, ICD9_CODE)",
-            self._wanted(PROCEDURE),
+            wanted(self.event_types, PROCEDURE),
         )  # fmt: skip
         prescriptions_csv = optional_table(
             self.raw_dir,
             "PRESCRIPTIONS",
             "MIMIC-III PRESCRIPTIONS (SUBJECT_ID, HADM_ID, DRUG)",
-            self._wanted(MEDICATION),
+            wanted(self.event_types, MEDICATION),
         )
         raw = RawCsv()
         # every table at once, in the background

@@ -36,6 +36,7 @@ from ehrgen.data.sources.base import (
     optional_table,
     parse_datetime,
     parse_sex,
+    wanted,
 )
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,6 @@ class Mimic4Source:
             "event_types": types,
         }
 
-    def _wanted(self, kind: str) -> bool | None:
-        """True: asked for; None: read if the file is there (``event_types`` null); False: left out."""
-        return None if self.event_types is None else kind in self.event_types
-
     def load(self, workdir: Path | None = None) -> SourceTables:
         hosp = hosp_dir(self.raw_dir)
         patients_csv = find_table(
@@ -96,13 +93,13 @@ class Mimic4Source:
             hosp,
             "procedures_icd",
             "MIMIC-IV hosp/procedures_icd (subject_id, hadm_id, seq_num, icd_code, icd_version)",
-            self._wanted(PROCEDURE),
+            wanted(self.event_types, PROCEDURE),
         )
         prescriptions_csv = optional_table(
             hosp,
             "prescriptions",
             "MIMIC-IV hosp/prescriptions (subject_id, hadm_id, drug)",
-            self._wanted(MEDICATION),
+            wanted(self.event_types, MEDICATION),
         )
         raw = RawCsv()
         tables = (patients_csv, admissions_csv, diagnoses_csv, procedures_csv, prescriptions_csv)

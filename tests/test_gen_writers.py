@@ -557,3 +557,32 @@ def test_meds_export_of_real_demo(demo_cohort: Path, tmp_path: Path) -> None:
     assert set(names) == set(SPLITS)
     back = prepare_from("meds", root, tmp_path / "back")
     assert Cohort(back).read().equals(real)
+
+
+def test_exports_write_each_event_table_once_and_only_when_present(
+    synthetic_cohort: Path, tmp_path: Path
+) -> None:
+    # a diagnosis-only cohort: no procedure or prescription tables at all
+    m3 = write_mimic3_csv(synthetic_cohort, tmp_path / "m3", seed=1)
+    m4 = write_mimic4_csv(synthetic_cohort, tmp_path / "m4", seed=1)
+    assert not (m3 / "PROCEDURES_ICD.csv").exists() and not (m3 / "PRESCRIPTIONS.csv").exists()
+    assert sorted(p.name for p in (m4 / "hosp").iterdir()) == [
+        "admissions.csv",
+        "d_icd_diagnoses.csv",
+        "diagnoses_icd.csv",
+        "patients.csv",
+    ]
+    # a typed cohort whose first part file holds no procedure: one header, then the rows
+    rng = np.random.default_rng(2)
+    plain, typed = random_batch(rng, 40), random_batch(rng, 40)
+    typed = typed.with_columns(pl.col("visits").list.eval(pl.element().list.concat(pl.lit(["ICD9PCS:3893"]))))
+    out = tmp_path / "typed"
+    write_synthetic(out, [plain, typed], shard_size=40)
+    m3 = write_mimic3_csv(out, tmp_path / "t3", seed=1)
+    m4 = write_mimic4_csv(out, tmp_path / "t4", seed=1)
+    for path in (m3 / "PROCEDURES_ICD.csv", m4 / "hosp" / "procedures_icd.csv"):
+        lines = path.read_text().splitlines()
+        assert sum(line.lower().startswith("row_id") or line.startswith("subject_id") for line in lines) == 1
+        assert len(lines) == 1 + sum(len(p) for p in typed["visits"].to_list())
+    back = Cohort(prepare_from("mimic4", m4, tmp_path / "back"))
+    assert back.meta["drops"] == {} and back.meta["counts"]["events"]["procedures"] == len(lines) - 1

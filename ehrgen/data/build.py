@@ -289,7 +289,7 @@ def row_accounting(meta: dict[str, Any]) -> dict[str, dict[str, int]]:
         if table not in meta["input_rows"]:
             continue
         dropped = sum(n for reason, n in meta["drops"].items() if reason.startswith(prefixes))
-        out[table] = {"input": int(meta["input_rows"][table]), "used": used[table], "dropped": dropped}
+        out[table] = {"input": int(meta["input_rows"][table]), "used": used.get(table, 0), "dropped": dropped}
     return out
 
 

@@ -320,7 +320,7 @@ def write_mimic3_csv(
         for _, part in _cohort_parts(cohort):
             patients, visits = _part_visits(part, rng)
             for name, table in _mimic3_tables(patients, visits, hadm, next_row).items():
-                if name not in handles:
+                if name not in handles or not table.height:  # an empty table gets its header at the end
                     continue
                 table.write_csv(
                     handles[name], include_header=next_row[name] == 1, datetime_format=MIMIC3_TIME_FORMAT
@@ -463,16 +463,17 @@ def write_mimic4_csv(
         contextlib.ExitStack() as files,
     ):
         (tmp / "hosp").mkdir()
+        kinds = _cohort_types(cohort) | {DIAGNOSIS}
+        names = ["patients", "admissions", *(MIMIC4_EVENT_TABLES[k][0] for k in EVENT_TYPES if k in kinds)]
         handles = {
-            name: files.enter_context(_open(tmp / "hosp" / f"{name}{suffix}", compress))
-            for name in MIMIC4_COLUMNS
+            name: files.enter_context(_open(tmp / "hosp" / f"{name}{suffix}", compress)) for name in names
         }
         written = dict.fromkeys(MIMIC4_COLUMNS, 0)
         hadm = HADM_ID_START
         for _, part in _cohort_parts(cohort):
             patients, visits = _part_visits(part, rng)
             for name, table in _mimic4_tables(patients, visits, hadm).items():
-                if name not in handles:
+                if name not in handles or not table.height:  # an empty table gets its header at the end
                     continue
                 table.write_csv(
                     handles[name], include_header=written[name] == 0, datetime_format=MIMIC4_TIME_FORMAT

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import polars as pl
 
-from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES
+from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES, RX_PREFIX
 from ehrgen.data.sources.csv_check import CsvLayout, check_csv
 from ehrgen.errors import InputError
 
@@ -163,6 +163,22 @@ class RawCsv:
         for path in paths:
             if path not in self._layouts:
                 self._layouts[path] = self._pool.submit(check_csv, path)
+
+    def prescriptions(self, path: Path) -> pl.LazyFrame:
+        """A MIMIC (III or IV) prescriptions table as medication events, ``RX:<drug name>``.
+
+        No order within an admission but the file's (MIMIC writes a stay's orders in time order).
+        """
+        return (
+            self.scan(path, {"subject_id": pl.Int64, "hadm_id": pl.Int64, "drug": pl.Utf8}, "medications")
+            .with_row_index("seq")
+            .select(
+                "subject_id",
+                pl.col("hadm_id").alias("visit_id"),
+                pl.col("seq").cast(pl.Int64),
+                (pl.lit(RX_PREFIX) + pl.col("drug")).alias("code"),
+            )
+        )
 
     def scan(
         self,

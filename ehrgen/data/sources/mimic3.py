@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import DIAGNOSIS, ICD9PCS_PREFIX, MEDICATION, PROCEDURE, RX_PREFIX, normalize_code_expr
+from ehrgen.data.codes import EVENT_TYPES, ICD9PCS_PREFIX, MEDICATION, PROCEDURE, normalize_code_expr
 from ehrgen.data.sources.base import (
     RawCsv,
     SourceTables,
@@ -34,7 +34,7 @@ class Mimic3Source:
 
     def __init__(self, raw_dir: str | Path | None, event_types: object = None):
         self.raw_dir = raw_dir
-        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_FILES)
+        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
 
     def cache_key(self) -> dict[str, object]:
         types = None if self.event_types is None else list(self.event_types)
@@ -122,21 +122,7 @@ class Mimic3Source:
                 (pl.lit(ICD9PCS_PREFIX) + pl.col("icd9_code")).alias("code"),
             )
         if prescriptions_csv is not None:
-            # No order within an admission but the file's (MIMIC writes a stay's orders in time order).
-            medications = (
-                raw.scan(
-                    prescriptions_csv,
-                    {"subject_id": pl.Int64, "hadm_id": pl.Int64, "drug": pl.Utf8},
-                    "medications",
-                )
-                .with_row_index("seq")
-                .select(
-                    "subject_id",
-                    pl.col("hadm_id").alias("visit_id"),
-                    pl.col("seq").cast(pl.Int64),
-                    (pl.lit(RX_PREFIX) + pl.col("drug")).alias("code"),
-                )
-            )
+            medications = raw.prescriptions(prescriptions_csv)
         titles = [self._titles(raw, "D_ICD_DIAGNOSES", "")]
         if procedures is not None:
             titles.append(self._titles(raw, "D_ICD_PROCEDURES", ICD9PCS_PREFIX))
@@ -163,7 +149,3 @@ class Mimic3Source:
             normalize_code_expr(pl.lit(mark) + pl.col("icd9_code")).alias("code"),
             pl.col("long_title").alias("description"),
         )
-
-
-# Which event type each MIMIC-III table provides (diagnoses are required, the others optional).
-EVENT_FILES = (DIAGNOSIS, PROCEDURE, MEDICATION)

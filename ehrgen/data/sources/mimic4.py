@@ -22,7 +22,6 @@ from ehrgen.data.codes import (
     EVENT_TYPES,
     MEDICATION,
     PROCEDURE,
-    RX_PREFIX,
     normalize_code_expr,
     with_system_expr,
 )
@@ -138,21 +137,7 @@ class Mimic4Source:
             procedures, procedure_drops = self._icd_table(raw, procedures_csv, "procedures", PROCEDURE)
             version_drops |= procedure_drops
         if prescriptions_csv is not None:
-            # No order within an admission but the file's (MIMIC writes a stay's orders in time order).
-            medications = (
-                raw.scan(
-                    prescriptions_csv,
-                    {"subject_id": pl.Int64, "hadm_id": pl.Int64, "drug": pl.Utf8},
-                    "medications",
-                )
-                .with_row_index("seq")
-                .select(
-                    "subject_id",
-                    pl.col("hadm_id").alias("visit_id"),
-                    pl.col("seq").cast(pl.Int64),
-                    (pl.lit(RX_PREFIX) + pl.col("drug")).alias("code"),
-                )
-            )
+            medications = raw.prescriptions(prescriptions_csv)
 
         titles = [self._descriptions(hosp, raw, "d_icd_diagnoses", DIAGNOSIS)]
         if procedures is not None:

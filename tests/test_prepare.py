@@ -536,9 +536,9 @@ def test_event_types_choose_the_tables(tmp_path: Path, mimic3_demo: Path, compos
                 "prepare", [*base, f"data.cohort_dir={tmp_path / 'c'}", "data.event_types=[medication]"]
             )
         )
-    with pytest.raises(InputError, match=r"this source has no procedure"):
+    with pytest.raises(
+        InputError, match=r"data\.event_types=\['diagnosis', 'labs'\]: expected null or a list"
+    ):
         run(
-            compose_cfg(
-                "prepare", [f"data.cohort_dir={tmp_path / 'd'}", "data.event_types=[diagnosis,procedure]"]
-            )
+            compose_cfg("prepare", [f"data.cohort_dir={tmp_path / 'd'}", "data.event_types=[diagnosis,labs]"])
         )

@@ -410,3 +410,112 @@ def test_gap_effects_name_chronic_conditions() -> None:
 
     chronic = {c.name for c in CONDITIONS if c.scope == "chronic"}
     assert set(GAP_EFFECTS) <= chronic and all(v < 0 for v in GAP_EFFECTS.values())
+
+
+ALL_TYPES = ("diagnosis", "procedure", "medication")
+
+
+@pytest.fixture(scope="module")
+def typed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """5,000 simulated patients with procedures and prescriptions, and the same without."""
+    root = tmp_path_factory.mktemp("typed")
+    rows = write_mimic3_csvs(root / "all", 5000, seed=4, event_types=ALL_TYPES)
+    write_mimic3_csvs(root / "dx", 5000, seed=4)
+    return {"raw": root / "all", "dx": root / "dx", "rows": rows}
+
+
+def test_event_tables_only_when_asked_and_diagnoses_unchanged(typed: dict) -> None:
+    raw, dx = typed["raw"], typed["dx"]
+    assert sorted(p.name for p in dx.iterdir()) == [f"{n}.csv" for n in sorted(simulator.TABLES)]
+    assert {p.name for p in raw.iterdir()} == {
+        f"{n}.csv" for n in (*simulator.TABLES, *simulator.EVENT_TABLES)
+    }
+    for name in simulator.TABLES:  # procedures and medications come from their own random stream
+        assert _sha(raw / f"{name}.csv") == _sha(dx / f"{name}.csv"), name
+    assert typed["rows"]["PROCEDURES_ICD"] == _read(raw, "PROCEDURES_ICD").height > 0
+    assert typed["rows"]["PRESCRIPTIONS"] == _read(raw, "PRESCRIPTIONS").height > 0
+    only_px = tmp = raw.parent / "px"
+    write_mimic3_csvs(tmp, 300, seed=4, event_types=("diagnosis", "procedure"))
+    assert not (only_px / "PRESCRIPTIONS.csv").exists() and (only_px / "D_ICD_PROCEDURES.csv").exists()
+
+
+def test_procedures_and_prescriptions_are_mimic_shaped(typed: dict) -> None:
+    raw = typed["raw"]
+    ts = "%Y-%m-%d %H:%M:%S"
+    admissions = _read(raw, "ADMISSIONS").with_columns(pl.col("ADMITTIME", "DISCHTIME").str.to_datetime(ts))
+    px = _read(raw, "PROCEDURES_ICD")
+    rx = _read(raw, "PRESCRIPTIONS").with_columns(pl.col("STARTDATE", "ENDDATE").str.to_datetime(ts))
+    titles = _read(raw, "D_ICD_PROCEDURES")
+    assert set(px["ICD9_CODE"]) <= set(titles["ICD9_CODE"])
+    assert all(re.fullmatch(r"\d{2,4}", c) for c in titles["ICD9_CODE"])
+    # every row belongs to an admission of its own subject
+    for table in (px, rx):
+        joined = table.join(admissions, on="HADM_ID", how="left", suffix="_adm")
+        assert joined["SUBJECT_ID_adm"].null_count() == 0
+        assert (joined["SUBJECT_ID"] == joined["SUBJECT_ID_adm"]).all()
+    # procedures numbered 1..n within an admission, each code once
+    assert (
+        px.group_by("HADM_ID")
+        .agg(
+            (pl.col("SEQ_NUM").cast(pl.Int64).sort() == pl.int_range(1, pl.len() + 1)).all().alias("ok"),
+            (pl.col("ICD9_CODE").n_unique() == pl.len()).alias("distinct"),
+        )
+        .select(pl.col("ok").all() & pl.col("distinct").all())
+        .item()
+    )
+    # orders start on a day of the stay and end after they start
+    stay = rx.join(admissions.select("HADM_ID", "ADMITTIME", "DISCHTIME"), on="HADM_ID")
+    assert (stay["STARTDATE"] >= stay["ADMITTIME"].dt.truncate("1d")).all()
+    assert (stay["STARTDATE"] <= stay["DISCHTIME"]).all() and (stay["ENDDATE"] > stay["STARTDATE"]).all()
+    # MIMIC-like rates: several procedures and many orders (medicines ordered more than once)
+    n_adm = admissions.height
+    assert 2.0 < px.height / n_adm < 5.0
+    per_adm = rx.group_by("HADM_ID").agg(pl.len().alias("rows"), pl.col("DRUG").n_unique().alias("drugs"))
+    assert 10 < per_adm["drugs"].mean() < 30 and 1.8 < (per_adm["rows"] / per_adm["drugs"]).mean() < 2.8
+
+
+def test_treatments_follow_the_latent_conditions(typed: dict) -> None:
+    """Who gets a treatment depends on the diagnoses the same condition emits, as in real data."""
+    raw = typed["raw"]
+    dx = _read(raw, "DIAGNOSES_ICD")
+    rx = _read(raw, "PRESCRIPTIONS")
+    px = _read(raw, "PROCEDURES_ICD")
+    admissions = _read(raw, "ADMISSIONS").select("HADM_ID")
+
+    def share(with_dx: pl.Series, given: pl.DataFrame, column: str, value: str) -> tuple[float, float]:
+        treated = set(given.filter(pl.col(column) == value)["HADM_ID"])
+        has = admissions["HADM_ID"].is_in(with_dx.implode())
+        got = admissions["HADM_ID"].is_in(pl.Series(list(treated)).implode())
+        return float(got.filter(has).mean()), float(got.filter(~has).mean())
+
+    diabetic = dx.filter(pl.col("ICD9_CODE").str.starts_with("250"))["HADM_ID"]
+    with_dm, without_dm = share(diabetic, rx, "DRUG", "MetFORMIN (Glucophage)")
+    assert with_dm > 5 * without_dm
+    newborn = _read(raw, "ADMISSIONS").filter(pl.col("ADMISSION_TYPE") == "NEWBORN")["HADM_ID"]
+    vit_k, adults_vit_k = share(newborn, rx, "DRUG", "Phytonadione")
+    assert vit_k > 0.8 and adults_vit_k == 0.0  # newborn routine only
+    mi = dx.filter(pl.col("ICD9_CODE").str.starts_with("410"))["HADM_ID"]
+    cath_mi, cath_other = share(mi, px, "ICD9_CODE", "8856")
+    assert cath_mi > 10 * cath_other
+
+
+def test_typed_source_prepares_every_event_type(tmp_path: Path) -> None:
+    from ehrgen.data.build import row_accounting
+    from ehrgen.data.cohort import Cohort
+
+    source = SimulatedSource(n_patients=600, seed=5, event_types=None)
+    assert source.event_types == ALL_TYPES
+    assert source.cache_key()["event_types"] == list(ALL_TYPES)
+    assert "event_types" not in SimulatedSource(600, 5, event_types=["diagnosis"]).cache_key()
+    tables = source.load(tmp_path / "work")
+    assert tables.procedures is not None and tables.medications is not None
+    from ehrgen.data.build import build_cohort
+
+    out = tmp_path / "cohort"
+    meta = build_cohort(tables, out)
+    assert set(Cohort(out).codes()["type"]) == set(ALL_TYPES)
+    for table, n in row_accounting(meta).items():
+        assert n["input"] == n["used"] + n["dropped"], table
+    raw = tmp_path / "work" / "raw"
+    assert meta["input_rows"]["medications"] == _read(raw, "PRESCRIPTIONS").height
+    assert set(meta["drops"]) == {"medication_duplicate_in_visit"}, "only repeated orders are dropped"

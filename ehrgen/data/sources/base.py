@@ -18,16 +18,14 @@ from ehrgen.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def check_event_types(
-    value: object, available: Sequence[str], key: str = "data.event_types"
-) -> tuple[str, ...]:
-    """The event types a source reads: ``value`` (a list, or None for every type in ``available``).
+def check_event_types(value: object, key: str = "data.event_types") -> tuple[str, ...]:
+    """The event types asked for: ``value`` (a list, or None for every type), in EVENT_TYPES order.
 
     Diagnoses are always among them (cohorts are built around them); one line naming ``key`` when
-    ``value`` is not a list of known types or asks for a type the source does not have.
+    ``value`` is not a list of known types.
     """
     if value is None:
-        return tuple(t for t in EVENT_TYPES if t in available)
+        return EVENT_TYPES
     try:
         types = [str(v) for v in ([value] if isinstance(value, str) else value)]
     except TypeError:
@@ -36,9 +34,6 @@ def check_event_types(
         raise InputError(
             f"{key}={value!r}: expected null or a list of {list(EVENT_TYPES)} that includes diagnosis"
         )
-    missing = [t for t in types if t not in available]
-    if missing:
-        raise InputError(f"{key}={types}: this source has no {', '.join(missing)} (it has {list(available)})")
     return tuple(t for t in EVENT_TYPES if t in types)
 
 

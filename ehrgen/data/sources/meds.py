@@ -95,7 +95,7 @@ class MedsSource:
         self.icd_versions = check_icd_versions(icd_versions)
         self.procedure_prefixes = {9: procedure_prefix or None, 10: procedure10_prefix or None}
         self.medication_prefix = medication_prefix or None
-        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
+        self.event_types = None if event_types is None else check_event_types(event_types)
         self.visit_column = visit_column or None
         self.birth_code = birth_code
         self.male_code = male_code

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ehrgen.data.codes import EVENT_TYPES, ICD9PCS_PREFIX, MEDICATION, PROCEDURE, normalize_code_expr
+from ehrgen.data.codes import ICD9PCS_PREFIX, MEDICATION, PROCEDURE, normalize_code_expr
 from ehrgen.data.sources.base import (
     RawCsv,
     SourceTables,
@@ -34,7 +34,7 @@ class Mimic3Source:
 
     def __init__(self, raw_dir: str | Path | None, event_types: object = None):
         self.raw_dir = raw_dir
-        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
+        self.event_types = None if event_types is None else check_event_types(event_types)
 
     def cache_key(self) -> dict[str, object]:
         types = None if self.event_types is None else list(self.event_types)

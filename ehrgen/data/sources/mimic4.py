@@ -19,7 +19,6 @@ import polars as pl
 
 from ehrgen.data.codes import (
     DIAGNOSIS,
-    EVENT_TYPES,
     MEDICATION,
     PROCEDURE,
     normalize_code_expr,
@@ -63,7 +62,7 @@ class Mimic4Source:
     ):
         self.raw_dir = raw_dir
         self.icd_versions = check_icd_versions(icd_versions)
-        self.event_types = None if event_types is None else check_event_types(event_types, EVENT_TYPES)
+        self.event_types = None if event_types is None else check_event_types(event_types)
 
     def cache_key(self) -> dict[str, object]:
         raw = None if self.raw_dir is None else str(Path(self.raw_dir).expanduser().absolute())

@@ -21,6 +21,11 @@ exercises the real ingestion path. The generative story, per patient:
 6. Codes never break :data:`ehrgen.data.rules.VALIDITY_RULES` (sex/age-restricted codes come only
    from conditions gated on sex and age; a final filter enforces the rules); duplicates within
    an admission are dropped and at most 39 codes are kept, principal diagnosis first.
+7. When asked for (``event_types``), procedures (PROCEDURES_ICD, ICD-9-CM volume 3) and
+   prescriptions (PRESCRIPTIONS, MIMIC-III drug names) follow from the same latent conditions
+   (sepsis -> vasopressors and antibiotics, MI -> catheterisation and stents, diabetes -> insulin)
+   plus an adult in-hospital background; :mod:`ehrgen.data.sources.simulator_events` holds them.
+   They are drawn from their own random stream, so the diagnoses do not change with them.
 
 As in MIMIC-III, dates are shifted into the future and patients older than 89 have their date of
 birth set exactly 300 years before their first admission. The clinical world (codes, titles,
@@ -41,10 +46,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from scipy.special import expit, logit
 
-from ehrgen.data.codes import DIAGNOSIS
+from ehrgen.data.codes import DIAGNOSIS, MEDICATION, PROCEDURE
 from ehrgen.data.rules import VALIDITY_RULES, rule_membership
 from ehrgen.data.sources.base import SourceTables, check_event_types
 from ehrgen.data.sources.simulator_codes import CODE_TABLE, CONDITIONS, GAP_EFFECTS
+from ehrgen.data.sources.simulator_events import (
+    BACKGROUND_MEDICATIONS,
+    BACKGROUND_PROCEDURES,
+    CONDITION_EVENTS,
+    DRUG_TABLE,
+    HOME_MEDICINE_PERSIST,
+    ORDERS_PER_MEDICINE,
+    PROCEDURE_TABLE,
+)
 from ehrgen.errors import InputError
 
 # Bump whenever the output for a given (n_patients, seed) changes: it is part of the cache key.
@@ -67,8 +81,23 @@ T_2100 = 4_102_444_800  # 2100-01-01 00:00:00 UTC in Unix seconds
 SHIFT_YEARS = 300
 
 TABLES = ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD", "D_ICD_DIAGNOSES")
+EVENT_TABLES = ("PROCEDURES_ICD", "PRESCRIPTIONS", "D_ICD_PROCEDURES")  # with procedures and medications
+# PRESCRIPTIONS columns taken from DRUG_TABLE, by its column order ("" : the table's own key)
+DRUG_COLUMNS = ("", "DRUG", "DRUG_TYPE", "PROD_STRENGTH", "DOSE_VAL_RX", "DOSE_UNIT_RX", "ROUTE")
 
 # ----------------------------------------------------------------------------- the compiled world
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """Emission groups of several conditions, flattened (see ``simulator_codes``)."""
+
+    group_start: np.ndarray  # [n_conditions + 1]
+    group_prob: np.ndarray
+    group_principal: np.ndarray
+    entry_bound: np.ndarray  # group index + cumulative weight, sorted: searchsorted picks an item
+    entry_code: np.ndarray
+    entry_cond: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -90,13 +119,9 @@ class _Scope:
     los: np.ndarray
     gap: np.ndarray  # log gap to the next admission added while present (chronic)
     elective: np.ndarray
-    # emission groups, flattened
-    group_start: np.ndarray  # [n_conditions + 1]
-    group_prob: np.ndarray
-    group_principal: np.ndarray
-    entry_bound: np.ndarray  # group index + cumulative weight, sorted: searchsorted picks a code
-    entry_code: np.ndarray
-    entry_cond: np.ndarray
+    dx: _Groups  # diagnoses
+    px: _Groups  # procedures
+    rx: _Groups  # medications (DRUG_TABLE rows)
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,10 @@ class _World:
     is_ev: np.ndarray  # E and V codes (supplementary, coded late)
     fallback_code: np.ndarray  # codes for an admission that would otherwise have none
     labels: pa.Array  # chronic labels, acute labels, then generic labels
+    procedures: list[list[str]]  # PROCEDURE_TABLE rows: code, short title, long title
+    drugs: list[list[str]]  # DRUG_TABLE rows: key, DRUG, DRUG_TYPE, strength, dose, unit, route
+    background_px: _Groups  # one pseudo-condition: any adult admission
+    background_rx: _Groups
 
 
 GENERIC_LABELS = ("FEVER", "ABDOMINAL PAIN", "CHEST PAIN", "SHORTNESS OF BREATH", "ALTERED MENTAL STATUS",
@@ -130,24 +159,18 @@ def _parse_groups(
         for item in items:
             code, _, weight = item.partition(":")
             if code not in index:
-                raise ValueError(f"simulator_codes: {where} uses {code}, which is not in CODE_TABLE")
+                raise ValueError(f"simulator: {where} uses {code}, which is not in its code or drug table")
             codes.append(index[code])
             weights.append(float(weight or 1))
         groups.append((prob, principal, codes, weights))
     return groups
 
 
-def _compile_scope(conditions: list, chronic_names: list[str], index: dict[str, int]) -> _Scope:
-    n, n_chronic = len(conditions), len(chronic_names)
-    after = np.zeros((n, n_chronic))
+def _compile_groups(specs: list[str], index: dict[str, int], where: list[str]) -> _Groups:
+    """One condition per spec (``where`` names them in errors)."""
     group_start, probs, principal, bounds, entry_codes, entry_conds = [0], [], [], [], [], []
-    for i, cond in enumerate(conditions):
-        for name, boost in cond.after.items():
-            j = chronic_names.index(name)  # ValueError names an unknown condition
-            if cond.scope == "chronic" and j >= i:
-                raise ValueError(f"simulator_codes: {cond.name} is raised by later condition {name}")
-            after[i, j] = boost
-        for prob, is_principal, codes, weights in _parse_groups(cond.codes, index, cond.name):
+    for i, (spec, name) in enumerate(zip(specs, where, strict=True)):
+        for prob, is_principal, codes, weights in _parse_groups(spec, index, name):
             g = len(probs)
             probs.append(prob)
             principal.append(is_principal)
@@ -157,12 +180,36 @@ def _compile_scope(conditions: list, chronic_names: list[str], index: dict[str, 
             entry_codes.extend(codes)
             entry_conds.extend([i] * len(codes))
         group_start.append(len(probs))
+    return _Groups(
+        group_start=np.array(group_start),
+        group_prob=np.array(probs, dtype=np.float64),
+        group_principal=np.array(principal, dtype=bool),
+        entry_bound=np.array(bounds, dtype=np.float64),
+        entry_code=np.array(entry_codes, dtype=np.int64),
+        entry_cond=np.array(entry_conds, dtype=np.int64),
+    )
+
+
+def _compile_scope(
+    conditions: list, chronic_names: list[str], index: dict[str, int], px_index: dict[str, int],
+    rx_index: dict[str, int],
+) -> _Scope:  # fmt: skip
+    n, n_chronic = len(conditions), len(chronic_names)
+    after = np.zeros((n, n_chronic))
+    for i, cond in enumerate(conditions):
+        for name, boost in cond.after.items():
+            j = chronic_names.index(name)  # ValueError names an unknown condition
+            if cond.scope == "chronic" and j >= i:
+                raise ValueError(f"simulator_codes: {cond.name} is raised by later condition {name}")
+            after[i, j] = boost
+    names = [c.name for c in conditions]
+    treatments = [CONDITION_EVENTS.get(name, ("", "")) for name in names]
 
     def arr(attr: str) -> np.ndarray:
         return np.array([float(getattr(c, attr)) for c in conditions])
 
     return _Scope(
-        names=[c.name for c in conditions],
+        names=names,
         labels=[c.label or c.name.replace("_", " ").upper() for c in conditions],
         logit0=logit(np.clip(arr("rate"), 1e-6, 1 - 1e-6)),
         age=arr("age"),
@@ -177,12 +224,9 @@ def _compile_scope(conditions: list, chronic_names: list[str], index: dict[str, 
         los=arr("los"),
         gap=np.array([GAP_EFFECTS.get(c.name, 0.0) for c in conditions]),
         elective=arr("elective"),
-        group_start=np.array(group_start),
-        group_prob=np.array(probs),
-        group_principal=np.array(principal, dtype=bool),
-        entry_bound=np.array(bounds),
-        entry_code=np.array(entry_codes, dtype=np.int64),
-        entry_cond=np.array(entry_conds, dtype=np.int64),
+        dx=_compile_groups([c.codes for c in conditions], index, names),
+        px=_compile_groups([t[0] for t in treatments], px_index, names),
+        rx=_compile_groups([t[1] for t in treatments], rx_index, names),
     )
 
 
@@ -196,15 +240,22 @@ def _world() -> _World:
     chronic = [c for c in CONDITIONS if c.scope == "chronic"]
     acute = [c for c in CONDITIONS if c.scope == "acute"]
     chronic_names = [c.name for c in chronic]
-    chronic_scope = _compile_scope(chronic, chronic_names, index)
-    acute_scope = _compile_scope(acute, chronic_names, index)
+    unknown = set(CONDITION_EVENTS) - {c.name for c in CONDITIONS}
+    if unknown:
+        raise ValueError(f"simulator_events: treatments for unknown conditions {sorted(unknown)}")
+    procedures = [line.split("|") for line in PROCEDURE_TABLE.strip().splitlines()]
+    drugs = [line.split("|") for line in DRUG_TABLE.strip().splitlines()]
+    px_index = {r[0]: i for i, r in enumerate(procedures)}
+    rx_index = {r[0]: i for i, r in enumerate(drugs)}
+    chronic_scope = _compile_scope(chronic, chronic_names, index, px_index, rx_index)
+    acute_scope = _compile_scope(acute, chronic_names, index, px_index, rx_index)
 
     cover = rule_membership(codes, VALIDITY_RULES)
     # The background tail holds no restricted code: those come only from sex/age-gated conditions.
     gated = set()
     for scope, conds in ((chronic_scope, chronic), (acute_scope, acute)):
         restricted = [i for i, c in enumerate(conds) if c.restricted]
-        gated.update(scope.entry_code[np.isin(scope.entry_cond, restricted)].tolist())
+        gated.update(scope.dx.entry_code[np.isin(scope.dx.entry_cond, restricted)].tolist())
     pool = np.array([i for i in range(len(codes)) if not cover[:, i].any() and i not in gated])
     # A fixed pseudo-random rank per code (independent of the seed: the world is the same for all).
     rank = np.random.default_rng(20240601).permutation(len(pool))
@@ -222,6 +273,10 @@ def _world() -> _World:
         is_ev=np.array([c[0] in "EV" for c in codes]),
         fallback_code=fallback,
         labels=pa.array(chronic_scope.labels + acute_scope.labels + list(GENERIC_LABELS)),
+        procedures=procedures,
+        drugs=drugs,
+        background_px=_compile_groups([BACKGROUND_PROCEDURES], px_index, ["background procedures"]),
+        background_rx=_compile_groups([BACKGROUND_MEDICATIONS], rx_index, ["background medications"]),
     )
 
 
@@ -248,16 +303,16 @@ def _choice(rng: np.random.Generator, probs: list[float], n: int) -> np.ndarray:
 
 
 def _emit(
-    rng: np.random.Generator, scope: _Scope, owner: np.ndarray, cond: np.ndarray
+    rng: np.random.Generator, groups: _Groups, owner: np.ndarray, cond: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Codes emitted by active ``(owner, cond)`` pairs: (owner, code, cond, principal) per code."""
-    start = scope.group_start[cond]
-    which, pos = _expand(scope.group_start[cond + 1] - start)
+    """Items emitted by active ``(owner, cond)`` pairs: (owner, item, cond, principal) per item."""
+    start = groups.group_start[cond]
+    which, pos = _expand(groups.group_start[cond + 1] - start)
     group = start[which] + pos
-    keep = rng.random(group.size) < scope.group_prob[group]
+    keep = rng.random(group.size) < groups.group_prob[group]
     which, group = which[keep], group[keep]
-    entry = np.searchsorted(scope.entry_bound, group + rng.random(group.size), side="right")
-    return owner[which], scope.entry_code[entry], cond[which], scope.group_principal[group]
+    entry = np.searchsorted(groups.entry_bound, group + rng.random(group.size), side="right")
+    return owner[which], groups.entry_code[entry], cond[which], groups.group_principal[group]
 
 
 def _gate(scope: _Scope, sex: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -348,13 +403,13 @@ def _chunk(rng: np.random.Generator, n: int, world: _World) -> dict[str, dict[st
 
     # -- codes: chronic (fixed per patient, re-coded per visit), acute, background
     pp, cc = np.nonzero(present)
-    c_owner, c_code, c_cond, c_principal = _emit(rng, ch, pp, cc)
+    c_owner, c_code, c_cond, c_principal = _emit(rng, ch.dx, pp, cc)
     which, pos = _expand(n_visits[c_owner])
     keep = rng.random(which.size) < ch.persist[c_cond[which]]
     which = which[keep]
     chronic_visit = visit_start[c_owner[which]] + pos[keep]
     vv, aa = np.nonzero(active)
-    a_visit, a_code, a_cond, a_principal = _emit(rng, ac, vv, aa)
+    a_visit, a_code, a_cond, a_principal = _emit(rng, ac.dx, vv, aa)
     n_bg = np.where(newborn[pv], 0, rng.poisson(BACKGROUND_CODES_MEAN * np.exp(0.3 * frailty[pv] - 0.045)))
     bg_visit = np.repeat(np.arange(nv), n_bg)
     bg_code = world.background_code[
@@ -444,7 +499,74 @@ def _chunk(rng: np.random.Generator, n: int, world: _World) -> dict[str, dict[st
             "age": age_v, "label": label,
         },
         "diagnoses": {"visit": visit, "seq": seq, "code": code},
+        "latent": {"present": present, "active": active},
     }  # fmt: skip
+
+
+def _chunk_events(rng: np.random.Generator, chunk: dict, world: _World) -> dict[str, dict[str, np.ndarray]]:
+    """Procedures and prescriptions of a chunk's admissions, from its latent conditions.
+
+    Drawn with their own ``rng`` after the diagnoses, so a chunk's diagnoses are the same whether
+    or not its procedures and medications are written.
+    """
+    ch, ac = world.chronic, world.acute
+    p, a, latent = chunk["patients"], chunk["admissions"], chunk["latent"]
+    pv = a["patient"]
+    nv = pv.size
+    n_visits = np.bincount(pv, minlength=p["female"].size)
+    visit_start = np.cumsum(n_visits) - n_visits
+    adult = np.flatnonzero(~p["newborn"][pv])
+    chronic_visit, chronic_cond = np.nonzero(latent["present"][pv])
+    acute_visit, acute_cond = np.nonzero(latent["active"])
+
+    # -- procedures: every (visit, condition) pair draws afresh; principal first, then at random
+    parts = [
+        _emit(rng, ch.px, chronic_visit, chronic_cond),
+        _emit(rng, ac.px, acute_visit, acute_cond),
+        _emit(rng, world.background_px, adult, np.zeros(adult.size, dtype=np.int64)),
+    ]
+    px_visit = np.concatenate([q[0] for q in parts])
+    px_code = np.concatenate([q[1] for q in parts])
+    px_principal = np.concatenate([q[3] for q in parts])
+    prio = np.where(px_principal, 0.0, 1.0) + rng.random(px_visit.size)
+    px_visit, px_code = _first_per_visit(px_visit, px_code, prio)
+    counts = np.bincount(px_visit, minlength=nv)
+    px_seq = np.arange(px_visit.size) - (np.cumsum(counts) - counts)[px_visit] + 1
+
+    # -- medications: home medicines chosen once per patient, kept at each visit with a chance
+    pp, cc = np.nonzero(latent["present"])
+    home_owner, home_drug, _, _ = _emit(rng, ch.rx, pp, cc)
+    which, pos = _expand(n_visits[home_owner])
+    keep = rng.random(which.size) < HOME_MEDICINE_PERSIST
+    home_visit = visit_start[home_owner[which[keep]]] + pos[keep]
+    acute_rx = _emit(rng, ac.rx, acute_visit, acute_cond)
+    background_rx = _emit(rng, world.background_rx, adult, np.zeros(adult.size, dtype=np.int64))
+    rx_visit = np.concatenate([home_visit, acute_rx[0], background_rx[0]])
+    rx_drug = np.concatenate([home_drug[which[keep]], acute_rx[1], background_rx[1]])
+    rx_visit, rx_drug = _first_per_visit(rx_visit, rx_drug, rng.random(rx_visit.size))
+    # Each medicine is ordered one or more times during the stay, each order from a day of it.
+    orders = 1 + rng.poisson(ORDERS_PER_MEDICINE, rx_visit.size)
+    rx_visit, rx_drug = np.repeat(rx_visit, orders), np.repeat(rx_drug, orders)
+    stay_days = np.maximum((a["disch"] - a["admit"]) // DAY, 0)[rx_visit]
+    start = (
+        a["admit"][rx_visit] // DAY * DAY
+        + (rng.random(rx_visit.size) * (stay_days + 1)).astype(np.int64) * DAY
+    )
+    end = start + rng.integers(1, 4, rx_visit.size) * DAY
+    order = np.lexsort((rng.random(rx_visit.size), start, rx_visit))
+    return {
+        "procedures": {"visit": px_visit, "seq": px_seq, "code": px_code},
+        "prescriptions": {"visit": rx_visit[order], "drug": rx_drug[order], "start": start[order], "end": end[order]},
+    }  # fmt: skip
+
+
+def _first_per_visit(visit: np.ndarray, item: np.ndarray, prio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each ``(visit, item)`` once, at its lowest ``prio``; sorted by visit, then ``prio``."""
+    order = np.lexsort((prio, visit))
+    visit, item = visit[order], item[order]
+    _, first = np.unique((visit.astype(np.int64) << 20) | item, return_index=True)
+    first.sort()
+    return visit[first], item[first]
 
 
 # ----------------------------------------------------------------------------- CSV columns
@@ -491,9 +613,11 @@ def _ts(seconds: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
 
 
 def _tables(
-    rng: np.random.Generator, chunk: dict, world: _World, subject0: int, hadm0: int, row0: dict[str, int]
-):
-    """Arrow tables of one chunk with global ids (subjects from ``subject0 + 1``, admissions from ``hadm0``)."""
+    rng: np.random.Generator, chunk: dict, world: _World, subject0: int, hadm0: int, row0: dict[str, int],
+    events: dict | None = None,
+):  # fmt: skip
+    """Arrow tables of one chunk with global ids (subjects from ``subject0 + 1``, admissions from
+    ``hadm0``); PROCEDURES_ICD and PRESCRIPTIONS too when ``events`` (:func:`_chunk_events`) is given."""
     p, a, d = chunk["patients"], chunk["admissions"], chunk["diagnoses"]
     n, nv = p["female"].size, a["patient"].size
     subject = subject0 + 1 + np.arange(n, dtype=np.int64)
@@ -554,7 +678,39 @@ def _tables(
         "SEQ_NUM": d["seq"].astype(np.int64),
         "ICD9_CODE": _take(world.codes, d["code"]),
     })  # fmt: skip
-    return {"PATIENTS": patients, "ADMISSIONS": admissions, "DIAGNOSES_ICD": diagnoses}
+    tables = {"PATIENTS": patients, "ADMISSIONS": admissions, "DIAGNOSES_ICD": diagnoses}
+    if events is None:
+        return tables
+    px, rx = events["procedures"], events["prescriptions"]
+    npx, nrx = px["visit"].size, rx["visit"].size
+    tables["PROCEDURES_ICD"] = pa.table({
+        "ROW_ID": np.arange(row0["PROCEDURES_ICD"] + 1, row0["PROCEDURES_ICD"] + 1 + npx, dtype=np.int64),
+        "SUBJECT_ID": subject[a["patient"][px["visit"]]],
+        "HADM_ID": hadm[px["visit"]],
+        "SEQ_NUM": px["seq"].astype(np.int64),
+        "ICD9_CODE": _take([r[0] for r in world.procedures], px["code"]),
+    })  # fmt: skip
+    drug = {
+        name: _take([r[i] for r in world.drugs], rx["drug"]) for i, name in enumerate(DRUG_COLUMNS) if name
+    }
+    main = pc.equal(drug["DRUG_TYPE"], "MAIN")
+    tables["PRESCRIPTIONS"] = pa.table({
+        "ROW_ID": np.arange(row0["PRESCRIPTIONS"] + 1, row0["PRESCRIPTIONS"] + 1 + nrx, dtype=np.int64),
+        "SUBJECT_ID": subject[a["patient"][rx["visit"]]],
+        "HADM_ID": hadm[rx["visit"]],
+        "ICUSTAY_ID": pa.nulls(nrx, pa.int64()),
+        "STARTDATE": _ts(rx["start"]),
+        "ENDDATE": _ts(rx["end"]),
+        "DRUG_TYPE": drug["DRUG_TYPE"],
+        "DRUG": drug["DRUG"],
+        "DRUG_NAME_POE": pc.if_else(main, drug["DRUG"], pa.scalar(None, pa.string())),
+        "DRUG_NAME_GENERIC": pc.if_else(main, drug["DRUG"], pa.scalar(None, pa.string())),
+        "PROD_STRENGTH": drug["PROD_STRENGTH"],
+        "DOSE_VAL_RX": drug["DOSE_VAL_RX"],
+        "DOSE_UNIT_RX": drug["DOSE_UNIT_RX"],
+        "ROUTE": drug["ROUTE"],
+    })  # fmt: skip
+    return tables
 
 
 def _check_args(n_patients: object, seed: object, id_offset: object = 0) -> None:
@@ -575,19 +731,33 @@ def _write_tables(
         writers[name].write_table(table)
 
 
-def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0, id_offset: int = 0) -> dict[str, int]:
-    """Write PATIENTS.csv, ADMISSIONS.csv, DIAGNOSES_ICD.csv, D_ICD_DIAGNOSES.csv; return row counts.
+def write_mimic3_csvs(
+    out_dir: Path,
+    n_patients: int,
+    seed: int = 0,
+    id_offset: int = 0,
+    event_types: tuple[str, ...] = (DIAGNOSIS,),
+) -> dict[str, int]:
+    """Write PATIENTS.csv, ADMISSIONS.csv, DIAGNOSES_ICD.csv, D_ICD_DIAGNOSES.csv (and, as
+    ``event_types`` asks, PROCEDURES_ICD.csv + D_ICD_PROCEDURES.csv, PRESCRIPTIONS.csv); return row counts.
 
-    The same ``(n_patients, seed, id_offset)`` always gives byte-identical files. SUBJECT_IDs run
-    from ``id_offset + 1``: independent samples of the same truth (other seeds) get disjoint ids
-    with different offsets. Files appear complete or not at all (temporary names, then renamed).
+    The same ``(n_patients, seed, id_offset)`` always gives byte-identical files, and the same
+    diagnosis tables whatever ``event_types``. SUBJECT_IDs run from ``id_offset + 1``: independent
+    samples of the same truth (other seeds) get disjoint ids with different offsets. Files appear
+    complete or not at all (temporary names, then renamed).
     """
     _check_args(n_patients, seed, id_offset)
+    types = check_event_types(list(event_types))
+    names = list(TABLES)
+    if PROCEDURE in types:
+        names += ["PROCEDURES_ICD", "D_ICD_PROCEDURES"]
+    if MEDICATION in types:
+        names.append("PRESCRIPTIONS")
     world = _world()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = {name: out_dir / f".{name}.csv.tmp" for name in TABLES}
-    rows = dict.fromkeys(TABLES, 0)
+    tmp = {name: out_dir / f".{name}.csv.tmp" for name in names}
+    rows = dict.fromkeys(names, 0) | {"PROCEDURES_ICD": 0, "PRESCRIPTIONS": 0}
     writers: dict[str, pacsv.CSVWriter] = {}
     try:
         # One writer thread: chunk i is written (Arrow releases the GIL) while chunk i+1 is drawn.
@@ -597,7 +767,11 @@ def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0, id_offset: 
             for i, start in enumerate(range(0, n_patients, CHUNK_PATIENTS)):
                 rng = np.random.default_rng([int(seed), i])
                 chunk = _chunk(rng, min(CHUNK_PATIENTS, n_patients - start), world)
-                tables = _tables(rng, chunk, world, int(id_offset) + start, hadm0, rows)
+                events = None
+                if len(types) > 1:  # their own stream: the diagnoses do not depend on them
+                    events = _chunk_events(np.random.default_rng([int(seed), i, 1]), chunk, world)
+                tables = _tables(rng, chunk, world, int(id_offset) + start, hadm0, rows, events)
+                tables = {name: t for name, t in tables.items() if name in tmp}
                 hadm0 += tables["ADMISSIONS"].num_rows
                 for name, table in tables.items():
                     rows[name] += table.num_rows
@@ -606,14 +780,21 @@ def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0, id_offset: 
                 pending = pool.submit(_write_tables, writers, tmp, tables)
             if pending is not None:
                 pending.result()
-        titles = pa.table({
-            "ROW_ID": np.arange(1, len(world.codes) + 1, dtype=np.int64),
-            "ICD9_CODE": world.codes,
-            "SHORT_TITLE": world.short_titles,
-            "LONG_TITLE": world.long_titles,
-        })  # fmt: skip
-        pacsv.write_csv(titles, tmp["D_ICD_DIAGNOSES"])
-        rows["D_ICD_DIAGNOSES"] = titles.num_rows
+        dictionaries = {  # code, short title, long title
+            "D_ICD_DIAGNOSES": list(zip(world.codes, world.short_titles, world.long_titles, strict=True)),
+            "D_ICD_PROCEDURES": world.procedures,
+        }
+        for name, entries in dictionaries.items():
+            if name not in tmp:
+                continue
+            titles = pa.table({
+                "ROW_ID": np.arange(1, len(entries) + 1, dtype=np.int64),
+                "ICD9_CODE": [r[0] for r in entries],
+                "SHORT_TITLE": [r[1] for r in entries],
+                "LONG_TITLE": [r[2] for r in entries],
+            })  # fmt: skip
+            pacsv.write_csv(titles, tmp[name])
+            rows[name] = titles.num_rows
     except BaseException:
         for writer in writers.values():
             writer.close()
@@ -622,9 +803,9 @@ def write_mimic3_csvs(out_dir: Path, n_patients: int, seed: int = 0, id_offset: 
         raise
     for writer in writers.values():
         writer.close()
-    for name in TABLES:
+    for name in names:
         os.replace(tmp[name], out_dir / f"{name}.csv")
-    return rows
+    return {name: rows[name] for name in names}
 
 
 class SimulatedSource:
@@ -632,9 +813,13 @@ class SimulatedSource:
 
     name = "simulated"
 
-    def __init__(self, n_patients: int = 2000, seed: int = 0, id_offset: int = 0, event_types: object = None):
+    def __init__(
+        self, n_patients: int = 2000, seed: int = 0, id_offset: int = 0, event_types: object = (DIAGNOSIS,)
+    ):
+        """``event_types``: diagnoses only by default (the built-in data of the quickstart and the
+        fidelity benchmark); None or a list with procedure/medication adds those tables."""
         _check_args(n_patients, seed, id_offset)
-        check_event_types(event_types, (DIAGNOSIS,))  # the simulator writes diagnoses only
+        self.event_types = check_event_types(event_types)
         self.n_patients = int(n_patients)
         self.seed = int(seed)
         self.id_offset = int(id_offset)
@@ -648,14 +833,16 @@ class SimulatedSource:
         }
         if self.id_offset:  # absent when 0, so existing cached cohorts keep their folders
             key["id_offset"] = self.id_offset
+        if self.event_types != (DIAGNOSIS,):  # likewise for diagnosis-only cohorts
+            key["event_types"] = list(self.event_types)
         return key
 
     def load(self, workdir: Path) -> SourceTables:
         from ehrgen.data.sources.mimic3 import Mimic3Source  # the reader the simulator exists to exercise
 
         raw = Path(workdir) / "raw"
-        rows = write_mimic3_csvs(raw, self.n_patients, self.seed, self.id_offset)
-        tables = Mimic3Source(raw, event_types=[DIAGNOSIS]).load(workdir)
+        rows = write_mimic3_csvs(raw, self.n_patients, self.seed, self.id_offset, self.event_types)
+        tables = Mimic3Source(raw, event_types=list(self.event_types)).load(workdir)
         tables.name = "simulated"
         tables.info.pop("raw_dir", None)  # a scratch folder, deleted once the cohort is built
         tables.info.update(

@@ -66,6 +66,7 @@ def check_prepare_options(cfg: DictConfig) -> None:
     """``data.*`` options every source shares (split and shard layout)."""
     number(cfg, "data.shard_size", int, 1)
     number(cfg, "data.row_group_size", int, 1)
+    number(cfg, "data.rows_per_part", int, 1)
     number(cfg, "data.split_seed", int)
     fractions = cfg.data.get("split_fractions")
     try:

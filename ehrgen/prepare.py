@@ -23,7 +23,7 @@ from ehrgen.data.build import build_cohort, row_accounting
 from ehrgen.data.cohort import SCHEMA_VERSION, Cohort, atomic_directory
 from ehrgen.data.gem import icd_map_from_config
 from ehrgen.errors import InputError, one_line_errors
-from ehrgen.options import check_prepare_options
+from ehrgen.options import check_prepare_options, number
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ def run(cfg: DictConfig) -> Path:
             shard_size=int(cfg.data.shard_size),
             row_group_size=int(cfg.data.row_group_size),
             icd_map=icd_map_from_config(cfg.data.get("icd_map")),
+            scratch=scratch / "events",
+            rows_per_part=number(cfg, "data.rows_per_part", int, 1),
             extra_meta={"options": OmegaConf.to_container(cfg.data, resolve=True)},
         )
         shutil.rmtree(scratch)

@@ -6,8 +6,9 @@ nothing is silently lost and nothing half-written is left behind (``atomic_direc
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ehrgen.data.codes import (
     normalize_code_expr,
 )
 from ehrgen.data.cohort import (
+    POLARS_SCHEMA,
     SPLITS,
     assign_splits,
     cohort_metadata,
@@ -33,6 +35,7 @@ from ehrgen.data.cohort import (
     write_patient_shards,
 )
 from ehrgen.data.gem import IcdMap
+from ehrgen.data.partition import PART_COLUMN, number_of_parts, patient_parts, spill_events
 from ehrgen.data.sources.base import ROW_PREFIX, SourceTables
 from ehrgen.errors import InputError
 
@@ -95,41 +98,28 @@ def visit_code_lists(dx: pl.DataFrame) -> pl.DataFrame:
     return codes.select("visit_id", pl.col("code").list.unique(maintain_order=True).alias("codes"))
 
 
-def clean_tables(
-    tables: SourceTables, icd_map: IcdMap | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int], int]:
-    """Return ``(visits, patients, drops, input_rows, added)`` with only usable rows.
+def read_people(
+    tables: SourceTables,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int], dict[str, int]]:
+    """Return ``(patients, visits, drops, input_rows)``: the usable patients (subject_id, sex) and
+    admissions (subject_id, visit_id, time, end, age), cleaned and counted.
 
-    ``visits``: one row per usable admission: subject_id, visit_id, time, age and ``codes`` (the
-    visit's distinct codes: diagnoses, then procedures, then medications, each in ``seq`` order);
-    ``patients``: subject_id, sex. Event tables are reduced to visit-level lists straight away,
-    so per-event rows never carry visit columns. ``icd_map`` translates every diagnosis into one
-    ICD version (``ehrgen.data.gem``); ``added`` is the number of diagnoses beyond one per input row
-    that the map's combination entries created.
+    These two tables are small (one row per patient or admission) and stay in memory; the event
+    tables are read part by part (:func:`attach_codes`). ``input_rows`` holds the two tables'
+    input rows and, for CSV sources, every table's raw data lines.
     """
     drops = dict(tables.drops)
-    present = [table for table, _, _ in EVENT_TABLES if getattr(tables, table) is not None]
-    try:
-        patients, visits, *frames = pl.collect_all(
+    with _parse_errors(tables):
+        patients, visits = pl.collect_all(
             [
                 tables.patients.select("subject_id", "sex"),
                 tables.visits.select("subject_id", "visit_id", "time", "end", "age"),
-                *(getattr(tables, t).select("subject_id", "visit_id", "seq", "code") for t in present),
             ],
             engine="streaming",
         )
-    except pl.exceptions.PolarsError as err:
-        # The reader's own message quotes raw rows, which must not reach logs: name the source only.
-        where = tables.info.get("raw_dir") or tables.name
-        raise InputError(
-            f"{where}: a {tables.name} table could not be parsed ({type(err).__name__})"
-        ) from None
-    events = dict(zip(present, frames, strict=True))
-    input_rows = {"patients": patients.height, "admissions": visits.height} | {
-        t: f.height for t, f in events.items()
-    }
+    input_rows = {"patients": patients.height, "admissions": visits.height}
     # CSV sources count raw data lines, including those already dropped while reading.
-    input_rows |= {k: v for k, v in dict(tables.info.get("input_records") or {}).items() if k in input_rows}
+    input_rows |= dict(tables.info.get("input_records") or {})
 
     # -- patients
     _count_drop(drops, "patient_missing_id", patients["subject_id"].null_count())
@@ -156,8 +146,49 @@ def clean_tables(
     visits = visits.drop_nulls("age")
     _count_drop(drops, "admission_negative_age", (visits["age"] < 0).sum())
     visits = visits.filter(pl.col("age") >= 0)
+    return patients, visits, drops, input_rows
 
-    # -- events: each distinct raw code is normalised and validated once, not once per row.
+
+@contextlib.contextmanager
+def _parse_errors(tables: SourceTables) -> Iterator[None]:
+    """A source table polars cannot parse: one line naming the source, never the reader's message
+    (it quotes raw rows, which must not reach logs)."""
+    try:
+        yield
+    except pl.exceptions.PolarsError as err:
+        where = tables.info.get("raw_dir") or tables.name
+        raise InputError(
+            f"{where}: a {tables.name} table could not be parsed ({type(err).__name__})"
+        ) from None
+
+
+def event_frames(tables: SourceTables) -> dict[str, pl.LazyFrame]:
+    """The source's event tables (EVENT_TABLES order): subject_id, visit_id, seq, code."""
+    return {
+        table: getattr(tables, table).select("subject_id", "visit_id", "seq", "code")
+        for table, _, _ in EVENT_TABLES
+        if getattr(tables, table) is not None
+    }
+
+
+def attach_codes(
+    events: dict[str, pl.DataFrame],
+    visits: pl.DataFrame,
+    patients: pl.DataFrame,
+    drops: dict[str, int],
+    icd_map: IcdMap | None = None,
+    usage: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Return ``(visits, patients, added)`` for the usable admissions with codes and their patients.
+
+    ``visits`` gain ``codes`` (the visit's distinct codes: diagnoses, then procedures, then
+    medications, each in ``seq`` order); ``events`` are reduced to visit-level lists straight
+    away, so per-event rows never carry visit columns. ``icd_map`` translates every diagnosis into
+    one ICD version (``ehrgen.data.gem``), choosing among alternatives by ``usage`` (code, n;
+    default: these rows' own counts); ``added`` is the number of diagnoses beyond one per input
+    row that the map's combination entries created. Drops are counted into ``drops``.
+    """
+    # Each distinct raw code is normalised and validated once, not once per row.
     visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
     lists, added = [], 0
     for table, reason, kind in EVENT_TABLES:
@@ -165,7 +196,7 @@ def clean_tables(
             continue
         rows = _usable_events(events.pop(table), visit_subject, reason, TYPE_PATTERNS[kind], drops)
         if kind == DIAGNOSIS and icd_map is not None:
-            rows, added = _map_codes(rows, icd_map, drops)
+            rows, added = _map_codes(rows, icd_map, drops, usage)
         visit_codes = visit_code_lists(rows)
         duplicate = "duplicate_code_in_visit" if kind == DIAGNOSIS else f"{reason}_duplicate_in_visit"
         _count_drop(drops, duplicate, rows.height - int(visit_codes["codes"].list.len().sum() or 0))
@@ -182,7 +213,7 @@ def clean_tables(
     visits = visits.join(visit_codes, on="visit_id", how="inner")
     with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
-    return visits, with_visits, drops, input_rows, added
+    return visits, with_visits, added
 
 
 def _usable_events(
@@ -217,17 +248,23 @@ def _usable_events(
     )
 
 
-def _map_codes(dx: pl.DataFrame, icd_map: IcdMap, drops: dict[str, int]) -> tuple[pl.DataFrame, int]:
+def diagnosis_usage(dx: pl.DataFrame) -> pl.DataFrame:
+    """``code, n``: how often each (normalised) code occurs in usable diagnosis rows."""
+    return dx.group_by("code").agg(pl.len().alias("n")).drop_nulls("code")
+
+
+def _map_codes(
+    dx: pl.DataFrame, icd_map: IcdMap, drops: dict[str, int], usage: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, int]:
     """Diagnosis rows with every code translated by ``icd_map`` (each distinct code looked up once;
-    the rows' own code counts choose among a GEM's alternatives).
+    the code counts of ``usage``, by default the rows' own, choose among a GEM's alternatives).
 
     Rows whose code the GEM does not map are dropped and counted; a combination entry turns one
     row into several codes, at the row's ``seq``. Returns the rows and the number of codes added.
     """
-    usage = dx.group_by("code").agg(pl.len().alias("n")).drop_nulls("code")
-    targets = icd_map.targets(usage["code"].cast(pl.Utf8), usage).with_columns(
-        pl.col("code").cast(dx.schema["code"])
-    )
+    codes = diagnosis_usage(dx)["code"]
+    usage = diagnosis_usage(dx) if usage is None else usage
+    targets = icd_map.targets(codes.cast(pl.Utf8), usage).with_columns(pl.col("code").cast(dx.schema["code"]))
     dx = dx.join(targets, on="code", how="left", maintain_order="left")
     counts = dx.select(
         pl.col("targets").is_null().sum().alias("diagnosis_not_in_gem"),
@@ -307,10 +344,6 @@ def check_visit_ends(visits: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]
     counts = {k: int(v or 0) for k, v in counts.items()}
     counts["known"] -= counts["before_admission"]
     counts["missing"] += counts["before_admission"]
-    if counts["before_admission"]:
-        log.warning(
-            "%d visit(s) end before their admission: their end is unknown", counts["before_admission"]
-        )
     return visits.with_columns(pl.when(~before).then(pl.col("end")).alias("end")), counts
 
 
@@ -335,9 +368,9 @@ def group_patients(visits: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame
     )
 
 
-def code_table(patients: pl.DataFrame, split: np.ndarray, descriptions: pl.DataFrame | None) -> pl.DataFrame:
-    """``codes.parquet``: code, count (all splits), train_count, category, description."""
-    codes = (
+def code_counts(patients: pl.DataFrame, split: np.ndarray) -> pl.DataFrame:
+    """``code, count, train_count``: code occurrences (all splits, and the train split's)."""
+    return (
         patients.select(pl.Series("is_train", split == 0), "visits")
         .explode("visits")
         .select("is_train", pl.col("visits").struct.field("codes").alias("code"))
@@ -348,6 +381,16 @@ def code_table(patients: pl.DataFrame, split: np.ndarray, descriptions: pl.DataF
             pl.col("is_train").sum().cast(pl.Int64).alias("train_count"),
         )
         .with_columns(pl.col("code").cast(pl.Utf8))
+    )
+
+
+def code_table(counts: list[pl.DataFrame], descriptions: pl.DataFrame | None) -> pl.DataFrame:
+    """``codes.parquet`` from :func:`code_counts` of parts of a cohort: code, count (all splits),
+    train_count, category, type, description; most frequent first."""
+    codes = (
+        pl.concat(counts)
+        .group_by("code")
+        .agg(pl.col("count").sum(), pl.col("train_count").sum())
         .with_columns(category_expr("code").alias("category"), event_type_expr("code").alias("type"))
     )
     if descriptions is not None:
@@ -404,6 +447,62 @@ def layout_metadata(
     }
 
 
+class _ShardWriter:
+    """Patients of one split, appended in subject order, written as full ``shard_size`` part files
+    (the last one partial): the same files whether the cohort arrives in one part or many."""
+
+    def __init__(self, split_dir: Path, shard_size: int, row_group_size: int):
+        self.split_dir, self.shard_size, self.row_group_size = split_dir, shard_size, row_group_size
+        self.buffer: list[pl.DataFrame] = []
+        self.buffered = 0
+        self.rows_per_file: list[int] = []
+
+    def add(self, patients: pl.DataFrame) -> None:
+        self.buffer.append(patients)
+        self.buffered += patients.height
+        if self.buffered >= self.shard_size:
+            self._write(final=False)
+
+    def close(self) -> list[int]:
+        if self.buffered or not self.rows_per_file:  # an empty split still gets one empty file
+            self._write(final=True)
+        return self.rows_per_file
+
+    def _write(self, final: bool) -> None:
+        frame = pl.concat(self.buffer) if self.buffer else pl.DataFrame(schema=POLARS_SCHEMA)
+        n = frame.height if final else frame.height - frame.height % self.shard_size
+        self.rows_per_file += write_patient_shards(
+            frame.head(n), self.split_dir, self.shard_size, self.row_group_size, len(self.rows_per_file)
+        )
+        rest = frame.slice(n)
+        self.buffer, self.buffered = [rest], rest.height
+
+
+class _Cooccurrence:
+    """Train-split visit co-occurrence summed over parts, re-indexed by the final code order."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.total = sp.csr_matrix((0, 0), dtype=np.int32)
+
+    def add(self, train: pl.DataFrame, codes: pl.Series) -> None:
+        """``train``: patients of the train split; ``codes``: every code their visits hold."""
+        for code in codes.to_list():
+            self.index.setdefault(code, len(self.index))
+        part = cooccurrence_matrix(train, list(self.index))
+        self.total.resize(part.shape)
+        self.total = (self.total + part).tocsr()
+
+    def result(self, codes: list[str]) -> sp.csr_matrix:
+        size = len(self.index)
+        self.total.resize((size, size))
+        order = np.array([self.index.get(c, -1) for c in codes], dtype=np.int64)
+        if (order < 0).any():  # codes no train visit holds
+            self.total.resize((size + 1, size + 1))
+            order[order < 0] = size
+        return self.total[order][:, order].tocsr().astype(np.int32).sorted_indices()
+
+
 def build_cohort(
     tables: SourceTables,
     out_dir: Path,
@@ -414,40 +513,96 @@ def build_cohort(
     row_group_size: int = 1024,
     icd_map: IcdMap | None = None,
     extra_meta: dict[str, Any] | None = None,
+    scratch: Path | None = None,
+    rows_per_part: int | None = None,
 ) -> dict[str, Any]:
-    """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json."""
-    visits, patients, drops, input_rows, added = clean_tables(tables, icd_map)
-    visits, visit_ends = check_visit_ends(visits)
-    if patients.height == 0:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
-        raise InputError(f"{tables.name}: no patient with a usable diagnosis remains (dropped: {reasons})")
-    cohort = group_patients(visits, patients)
-    del visits
-    split = assign_splits(cohort["subject_id"].to_numpy(), split_seed, tuple(split_fractions))
+    """Write a complete cohort into ``out_dir`` (an empty temp directory); return cohort.json.
 
-    descriptions = _collect(tables.descriptions) if tables.descriptions is not None else None
-    codes = code_table(cohort, split, descriptions)
-    (out_dir / "metadata").mkdir(parents=True, exist_ok=True)
-    codes.write_parquet(out_dir / "metadata" / "codes.parquet")
+    With ``rows_per_part`` and a ``scratch`` folder, event tables larger than that many rows are
+    spilled there and processed in parts of whole patients (``ehrgen.data.partition``); the cohort
+    written is the same either way.
+    """
+    patients, visits, drops, input_rows = read_people(tables)
+    frames = event_frames(tables)
+    input_rows = {t: n for t, n in input_rows.items() if t in ("patients", "admissions", *frames)}
+    with _parse_errors(tables):
+        n_parts = 1
+        if rows_per_part is not None and scratch is not None:
+            uncounted = [t for t in frames if t not in input_rows]  # sources without raw line counts
+            heights = pl.collect_all([frames[t].select(pl.len()) for t in uncounted], engine="streaming")
+            input_rows |= {t: int(h.item()) for t, h in zip(uncounted, heights, strict=True)}
+            n_parts = number_of_parts(sum(input_rows[t] for t in frames), rows_per_part)
+        parts = patient_parts(patients["subject_id"], n_parts)
+        visits = visits.join(parts, on="subject_id", how="inner")
+        spilled = spill_events(frames, visits.select("visit_id", PART_COLUMN), n_parts, Path(scratch or "."))
+    if n_parts > 1:
+        log.info(
+            "%d event rows: processed in %d parts of whole patients",
+            sum(input_rows[t] for t in frames),
+            n_parts,
+        )
 
-    # The co-occurrence product (scipy, GIL released) runs while the shards are written.
-    train = cohort.filter(pl.Series(split == 0))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        cooc_future = pool.submit(cooccurrence_matrix, train, codes["code"].to_list())
-        counts: dict[str, dict[str, int]] = {"patients": {}, "visits": {}, "codes": {}}
-        files: dict[str, list[int]] = {}
+    usage = None
+    if icd_map is not None and n_parts > 1 and "diagnoses" in frames:
+        # a GEM's alternatives are chosen by the whole cohort's usage, as in memory
+        usage = pl.concat(
+            [
+                diagnosis_usage(_usable_events(spilled.load(i, frames)["diagnoses"], _visit_subject(visits, i),
+                                               "diagnosis", TYPE_PATTERNS[DIAGNOSIS], {}))
+                for i in range(n_parts)
+            ]
+        ).group_by("code").agg(pl.col("n").sum())  # fmt: skip
+
+    writers = {name: _ShardWriter(out_dir / "data" / name, shard_size, row_group_size) for name in SPLITS}
+    counts: dict[str, dict[str, int]] = {
+        key: dict.fromkeys(SPLITS, 0) for key in ("patients", "visits", "codes")
+    }
+    visit_ends = {"known": 0, "missing": 0, "before_admission": 0}
+    per_part_codes, cooc, added = [], _Cooccurrence(), 0
+    for i in range(n_parts):
+        with _parse_errors(tables):
+            events = spilled.load(i, frames)
+        if n_parts == 1:  # the tables' rows, where the source did not count its raw lines
+            input_rows = {t: rows.height for t, rows in events.items()} | input_rows
+        part_visits = visits.filter(pl.col(PART_COLUMN) == i).drop(PART_COLUMN)
+        part_patients = patients.join(parts.filter(pl.col(PART_COLUMN) == i), on="subject_id", how="semi")
+        part_visits, part_patients, n_added = attach_codes(
+            events, part_visits, part_patients, drops, icd_map, usage
+        )
+        added += n_added
+        part_visits, ends = check_visit_ends(part_visits)
+        visit_ends = {k: visit_ends[k] + ends[k] for k in visit_ends}
+        cohort = group_patients(part_visits, part_patients)
+        del part_visits, events
+        split = assign_splits(cohort["subject_id"].to_numpy(), split_seed, tuple(split_fractions))
+        per_part_codes.append(code_counts(cohort, split))
+        cooc.add(
+            cohort.filter(pl.Series(split == 0)), per_part_codes[-1].filter(pl.col("train_count") > 0)["code"]
+        )
         n_visits = cohort["visits"].list.len()
         n_codes = cohort["visits"].list.eval(pl.element().struct.field("codes").list.len()).list.sum()
-        for i, name in enumerate(SPLITS):
-            mask = split == i
-            part = cohort.filter(pl.Series(mask))
-            files[name] = write_patient_shards(part, out_dir / "data" / name, shard_size, row_group_size)
-            counts["patients"][name] = int(mask.sum())
-            counts["visits"][name] = int(n_visits.filter(pl.Series(mask)).sum())
-            counts["codes"][name] = int(n_codes.filter(pl.Series(mask)).sum())
-        cooc = cooc_future.result()
+        for s, name in enumerate(SPLITS):
+            mask = pl.Series(split == s)
+            writers[name].add(cohort.filter(mask))
+            counts["patients"][name] += int(mask.sum())
+            counts["visits"][name] += int(n_visits.filter(mask).sum())
+            counts["codes"][name] += int(n_codes.filter(mask).sum())
+    if sum(counts["patients"].values()) == 0:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "no input rows"
+        raise InputError(f"{tables.name}: no patient with a usable diagnosis remains (dropped: {reasons})")
+    if visit_ends["before_admission"]:
+        log.warning(
+            "%d visit(s) end before their admission: their end is unknown", visit_ends["before_admission"]
+        )
+
+    descriptions = _collect(tables.descriptions) if tables.descriptions is not None else None
+    codes = code_table(per_part_codes, descriptions)
+    (out_dir / "metadata").mkdir(parents=True, exist_ok=True)
+    codes.write_parquet(out_dir / "metadata" / "codes.parquet")
+    files = {name: writer.close() for name, writer in writers.items()}
     counts["events"] = codes_per_table(codes)
-    sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc, compressed=False)
+    cooc_matrix = cooc.result(codes["code"].to_list())
+    sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc_matrix, compressed=False)
 
     meta = cohort_metadata(
         tables.name,
@@ -460,7 +615,7 @@ def build_cohort(
             "fractions": list(split_fractions),
             "method": "splitmix64(subject_id, seed)",
         },
-        **layout_metadata(shard_size, row_group_size, files, cooc),
+        **layout_metadata(shard_size, row_group_size, files, cooc_matrix),
         info=tables.info,
         visit_ends=visit_ends,
         **({"icd_map": icd_map.describe() | {"codes_added": added}} if icd_map is not None else {}),
@@ -470,6 +625,12 @@ def build_cohort(
     for reason, n in sorted(drops.items()):
         log.info("dropped %d %s", n, reason.replace("_", " "))
     return meta
+
+
+def _visit_subject(visits: pl.DataFrame, part: int) -> pl.DataFrame:
+    return visits.filter(pl.col(PART_COLUMN) == part).select(
+        "visit_id", pl.col("subject_id").alias("visit_subject")
+    )
 
 
 def token_cooccurrence(cohort_path: Path, tokenizer: Any) -> sp.csr_matrix:

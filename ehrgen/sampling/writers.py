@@ -25,12 +25,13 @@ from ehrgen.data.build import (
     AGE_CLAMP_ABOVE,
     AGE_CLAMP_TO,
     COOCCURRENCE_FILE,
+    code_counts,
     code_table,
     codes_per_table,
     cooccurrence_matrix,
     layout_metadata,
 )
-from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES, category_expr, event_type_expr
+from ehrgen.data.codes import DIAGNOSIS, EVENT_TYPES, event_type_expr
 from ehrgen.data.cohort import (
     POLARS_SCHEMA,
     SPLITS,
@@ -196,11 +197,8 @@ class SyntheticCohortWriter:
             return ids
 
         split_index = np.full(frame.height, SPLITS.index(self.split), dtype=np.int8)
-        counts = code_table(frame, split_index, None).select("code", "count", "train_count")
-        self._code_counts = (
-            pl.concat([self._code_counts, counts])
-            .group_by("code")
-            .agg(pl.col("count").sum(), pl.col("train_count").sum())
+        self._code_counts = code_table([self._code_counts, code_counts(frame, split_index)], None).select(
+            "code", "count", "train_count"
         )
         ends = frame.select(
             pl.col("visits").list.eval(pl.element().struct.field("end").is_not_null()).explode().sum()
@@ -343,14 +341,7 @@ class SyntheticCohortWriter:
                     self.row_group_size,
                 )
 
-        codes = self._code_counts.with_columns(
-            category_expr("code").alias("category"), event_type_expr("code").alias("type")
-        )
-        if self.descriptions is not None:
-            codes = codes.join(self.descriptions, on="code", how="left")
-        else:
-            codes = codes.with_columns(pl.lit(None, pl.Utf8).alias("description"))
-        codes = codes.sort(["count", "code"], descending=[True, False])
+        codes = code_table([self._code_counts], self.descriptions)
         (tmp / "metadata").mkdir(parents=True, exist_ok=True)
         codes.write_parquet(tmp / "metadata" / "codes.parquet")
 

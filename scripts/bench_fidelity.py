@@ -1,6 +1,7 @@
 """Fidelity against a known truth: how close does a trained ehrgen get to the noise floor?
 
     python scripts/bench_fidelity.py --patients 20000 --models flat hierarchical --out bench/fidelity
+    python scripts/bench_fidelity.py --event-types all --patients 5000 --models flat --out bench/fidelity-typed
 
 The built-in simulator is the truth. Three samples are drawn from it with different seeds and
 disjoint subject ids: a training cohort (its train split holds ``--patients`` patients) and two
@@ -19,6 +20,10 @@ implementation of every metric):
   ``3 s``, e.g. about 1.5x the floor for a JSD (a squared distance), and its top-k overlap sits
   below the floor's;
 * **<model>**: the synthetic cohort vs truth A, with its ratio to the floor.
+
+With ``--event-types all`` the simulator also writes procedures and prescriptions; every
+code-level metric is then also reported per event type (each type's codes alone) and across types
+(co-occurrence of pairs of two types).
 
 Visit times (gaps, stays, 30-day readmissions, the gap given the previous visit's categories) are
 scored the same way, truth B's times giving their floor.
@@ -75,12 +80,38 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
+# --event-types all: each type's codes scored alone (``fidelity/<type>/...``), and across types
+TYPE_ROWS: list[tuple[str, str, str]] = [
+    *(
+        row
+        for kind in ("diagnosis", "procedure", "medication")
+        for row in (
+            (f"{kind}: code JSD (log2)", f"fidelity/{kind}/jsd", "lower"),
+            (f"{kind}: top-100 overlap", f"fidelity/{kind}/top100_overlap", "higher"),
+            (f"{kind}: prevalence R²", f"fidelity/{kind}/prevalence_r2", "higher"),
+            (f"{kind}: within-visit co-occurrence R²", f"fidelity/{kind}/cooccurrence_r2", "higher"),
+            (
+                f"{kind}: codes per visit, mean (truth {{real}})",
+                f"fidelity/{kind}/codes_per_visit_mean",
+                "ratio",
+            ),
+            (f"{kind}: carry-over share (truth {{real}})", f"fidelity/{kind}/carry_over", "ratio"),
+        )
+    ),
+    (
+        "cross-type co-occurrence R² (pairs of two types)",
+        "fidelity/code/cooccurrence_cross_type_r2",
+        "higher",
+    ),
+]
+
+
 def _value(metrics: dict[str, Any], key: str) -> float:
     entry = metrics.get(key)
     return float("nan") if entry is None or entry["value"] is None else float(entry["value"])
 
 
-def prepare(out: Path, name: str, n: int) -> Path:
+def prepare(out: Path, name: str, n: int, event_types: str = "diagnosis") -> Path:
     from ehrgen.prepare import run
 
     path = out / "cohorts" / name
@@ -94,6 +125,7 @@ def prepare(out: Path, name: str, n: int) -> Path:
                 f"data.id_offset={TRUTH_OFFSETS[name]}",
                 f"data.cohort_dir={path}",
                 f"paths.cache_dir={out / 'cache'}",
+                f"data.event_types={'null' if event_types == 'all' else '[diagnosis]'}",
             ],
         )
         run(cfg)
@@ -251,7 +283,8 @@ def table(results: dict[str, Any]) -> str:
         "| metric (vs truth A) | floor (truth B) | " + " | ".join(cols) + " |",
         "|---|---:|" + "---:|" * len(cols),
     ]
-    for label, key, kind in ROWS:
+    typed = any(k.startswith("fidelity/procedure/") for k in floor["metrics"])
+    for label, key, kind in ROWS + (TYPE_ROWS if typed else []):
         real = floor["metrics"].get(
             key.replace("/carry_over", "/carry_over_real")
             .replace("_mean", "_mean_real")
@@ -318,6 +351,10 @@ def main() -> None:
     parser.add_argument("--generate", nargs="*", default=[], help="ehrgen.generate overrides")
     parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
     parser.add_argument(
+        "--event-types", choices=["diagnosis", "all"], default="diagnosis",
+        help="all: the simulator also writes procedures and prescriptions, scored per type (use its own --out)",
+    )  # fmt: skip
+    parser.add_argument(
         "--tag", default="", help="suffix of the model columns, for A/B runs in the same --out (e.g. -prompt)"
     )
     parser.add_argument(
@@ -329,8 +366,11 @@ def main() -> None:
     n = args.patients
 
     # the training cohort's train split (80 %) holds about n patients
-    train_cohort = prepare(out, "train", round(n / 0.8))
-    truth_a, truth_b = prepare(out, "truth_a", n), prepare(out, "truth_b", n)
+    train_cohort = prepare(out, "train", round(n / 0.8), args.event_types)
+    truth_a, truth_b = (
+        prepare(out, "truth_a", n, args.event_types),
+        prepare(out, "truth_b", n, args.event_types),
+    )
     print(
         f"train split: {Cohort(train_cohort).meta['counts']['patients']['train']} patients; truth: {n} each"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ehrgen.data.partition import number_of_parts, patient_parts
+from ehrgen.data.partition import number_of_parts, part_bounds, part_expr, part_of
 from ehrgen.prepare import run
 from tests.test_prepare import ADMISSIONS, DIAGNOSES, PATIENTS, _write
 
@@ -44,22 +44,28 @@ def _prepare(compose_cfg, out: Path, *overrides: str) -> Path:
 
 
 def test_parts_are_contiguous_equal_subject_ranges() -> None:
-    parts = patient_parts(pl.Series([9, 3, 7, 1, 5, 11, 2]), 3)
-    assert parts["subject_id"].to_list() == [1, 2, 3, 5, 7, 9, 11]
-    assert parts["part"].to_list() == [0, 0, 0, 1, 1, 2, 2]
+    bounds = part_bounds(pl.Series([9, 3, 7, 1, 5, 11, 2]), 3)
+    assert bounds.tolist() == [3, 7]
+    ids = pl.Series("subject_id", [None, 0, 1, 2, 3, 5, 6, 7, 11, 99], dtype=pl.Int64)
+    expected = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]  # unknown ids fall in the range that holds them
+    assert part_of(ids.fill_null(0), bounds).tolist() == expected
+    streamed = pl.LazyFrame({"subject_id": ids}).select(part_expr(bounds)).collect(engine="streaming")
+    assert streamed.to_series().to_list() == expected, "the spill's expression agrees with part_of"
+    assert part_bounds(pl.Series([4, 8]), 5).tolist() == [4, 4, 8, 8], "more parts than patients: empty parts"
     assert number_of_parts(10, None) == 1 and number_of_parts(10, 10) == 1 and number_of_parts(11, 5) == 3
 
 
 @pytest.mark.parametrize("rows_per_part", [1, 3])
 def test_bad_rows_fixture_in_parts(tmp_path: Path, compose_cfg, rows_per_part: int) -> None:
     """Rows naming unknown, dropped or other patients' admissions are counted as in memory."""
-    raw = _write(
-        tmp_path / "raw", {"PATIENTS": PATIENTS, "ADMISSIONS": ADMISSIONS, "DIAGNOSES_ICD": DIAGNOSES}
-    )
+    mismatch = [13, 2, 100, 5, "4280"]  # subject 2 naming subject 1's admission (another part)
+    tables = {"PATIENTS": PATIENTS, "ADMISSIONS": ADMISSIONS, "DIAGNOSES_ICD": [*DIAGNOSES, mismatch]}
+    raw = _write(tmp_path / "raw", tables)
     base = ["data=mimic3", f"data.raw_dir={raw}"]
     whole = _prepare(compose_cfg, tmp_path / "whole", *base, "data.rows_per_part=null")
     parts = _prepare(compose_cfg, tmp_path / "parts", *base, f"data.rows_per_part={rows_per_part}")
     _same_cohort(whole, parts)
+    assert _meta(parts)["drops"]["diagnosis_subject_mismatch"] == 1
 
 
 def test_demo_with_every_event_type_in_parts(tmp_path: Path, compose_cfg, mimic3_demo: Path) -> None:

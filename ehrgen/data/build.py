@@ -35,7 +35,7 @@ from ehrgen.data.cohort import (
     write_patient_shards,
 )
 from ehrgen.data.gem import IcdMap
-from ehrgen.data.partition import PART_COLUMN, number_of_parts, patient_parts, spill_events
+from ehrgen.data.partition import PART_COLUMN, number_of_parts, part_bounds, part_of, spill_events
 from ehrgen.data.sources.base import ROW_PREFIX, SourceTables
 from ehrgen.errors import InputError
 
@@ -178,6 +178,7 @@ def attach_codes(
     drops: dict[str, int],
     icd_map: IcdMap | None = None,
     usage: pl.DataFrame | None = None,
+    visit_subject: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Return ``(visits, patients, added)`` for the usable admissions with codes and their patients.
 
@@ -187,9 +188,12 @@ def attach_codes(
     one ICD version (``ehrgen.data.gem``), choosing among alternatives by ``usage`` (code, n;
     default: these rows' own counts); ``added`` is the number of diagnoses beyond one per input
     row that the map's combination entries created. Drops are counted into ``drops``.
+    ``visit_subject`` (visit_id, visit_subject): the admissions event rows are checked against
+    (default: ``visits``; a part of a cohort passes every part's).
     """
     # Each distinct raw code is normalised and validated once, not once per row.
-    visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
+    if visit_subject is None:
+        visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
     lists, added = [], 0
     for table, reason, kind in EVENT_TABLES:
         if table not in events:
@@ -532,9 +536,13 @@ def build_cohort(
             heights = pl.collect_all([frames[t].select(pl.len()) for t in uncounted], engine="streaming")
             input_rows |= {t: int(h.item()) for t, h in zip(uncounted, heights, strict=True)}
             n_parts = number_of_parts(sum(input_rows[t] for t in frames), rows_per_part)
-        parts = patient_parts(patients["subject_id"], n_parts)
-        visits = visits.join(parts, on="subject_id", how="inner")
-        spilled = spill_events(frames, visits.select("visit_id", PART_COLUMN), n_parts, Path(scratch or "."))
+        bounds = part_bounds(patients["subject_id"], n_parts)
+        spilled = spill_events(frames, bounds, Path(scratch or "."))
+    visits = visits.with_columns(pl.Series(PART_COLUMN, part_of(visits["subject_id"], bounds)))
+    patients = patients.with_columns(pl.Series(PART_COLUMN, part_of(patients["subject_id"], bounds)))
+    # every part's event rows are checked against every admission (a row may name another
+    # patient's admission, in another part)
+    visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
     if n_parts > 1:
         log.info(
             "%d event rows: processed in %d parts of whole patients",
@@ -547,8 +555,8 @@ def build_cohort(
         # a GEM's alternatives are chosen by the whole cohort's usage, as in memory
         usage = pl.concat(
             [
-                diagnosis_usage(_usable_events(spilled.load(i, frames)["diagnoses"], _visit_subject(visits, i),
-                                               "diagnosis", TYPE_PATTERNS[DIAGNOSIS], {}))
+                diagnosis_usage(_usable_events(spilled.load(i, frames)["diagnoses"], visit_subject, "diagnosis",
+                                               TYPE_PATTERNS[DIAGNOSIS], {}))
                 for i in range(n_parts)
             ]
         ).group_by("code").agg(pl.col("n").sum())  # fmt: skip
@@ -565,9 +573,9 @@ def build_cohort(
         if n_parts == 1:  # the tables' rows, where the source did not count its raw lines
             input_rows = {t: rows.height for t, rows in events.items()} | input_rows
         part_visits = visits.filter(pl.col(PART_COLUMN) == i).drop(PART_COLUMN)
-        part_patients = patients.join(parts.filter(pl.col(PART_COLUMN) == i), on="subject_id", how="semi")
+        part_patients = patients.filter(pl.col(PART_COLUMN) == i).drop(PART_COLUMN)
         part_visits, part_patients, n_added = attach_codes(
-            events, part_visits, part_patients, drops, icd_map, usage
+            events, part_visits, part_patients, drops, icd_map, usage, visit_subject
         )
         added += n_added
         part_visits, ends = check_visit_ends(part_visits)
@@ -625,12 +633,6 @@ def build_cohort(
     for reason, n in sorted(drops.items()):
         log.info("dropped %d %s", n, reason.replace("_", " "))
     return meta
-
-
-def _visit_subject(visits: pl.DataFrame, part: int) -> pl.DataFrame:
-    return visits.filter(pl.col(PART_COLUMN) == part).select(
-        "visit_id", pl.col("subject_id").alias("visit_subject")
-    )
 
 
 def token_cooccurrence(cohort_path: Path, tokenizer: Any) -> sp.csr_matrix:

@@ -5,8 +5,8 @@ far more than memory. Patients and admissions (a few million rows) stay in memor
 tables are streamed once from the source into Parquet files in a scratch folder, one folder per
 *part*, where a part is a contiguous range of subject ids (so parts come out in the cohort's own
 subject order and the result does not depend on how many there are). Each event row goes to the
-part of the admission it names; rows naming no usable admission go to part 0, where the builder
-counts them as it would in memory.
+part of its own subject id (null ids to part 0); the builder checks it against every admission,
+so each dropped row is counted under the same reason as in memory.
 """
 
 from __future__ import annotations
@@ -54,28 +54,40 @@ def number_of_parts(event_rows: int, rows_per_part: int | None) -> int:
     return math.ceil(event_rows / rows_per_part)
 
 
-def patient_parts(subject_ids: pl.Series, n_parts: int) -> pl.DataFrame:
-    """``subject_id, part``: ``n_parts`` contiguous ranges of sorted subject ids, equal in patients."""
-    ids = subject_ids.sort()
-    part = (np.arange(ids.len(), dtype=np.int64) * n_parts // max(ids.len(), 1)).astype(np.uint32)
-    return pl.DataFrame({"subject_id": ids, PART_COLUMN: part})
+def part_bounds(subject_ids: pl.Series, n_parts: int) -> np.ndarray:
+    """The first subject id of parts 1..n-1: ``n_parts`` contiguous ranges equal in patients."""
+    ids = subject_ids.sort().to_numpy()
+    return ids[(np.arange(1, n_parts, dtype=np.int64) * len(ids)) // n_parts] if len(ids) else ids[:0]
 
 
-def spill_events(
-    frames: dict[str, pl.LazyFrame], visit_parts: pl.DataFrame, n_parts: int, root: Path
-) -> EventParts:
-    """Stream every event table once into ``root/<table>/part=<i>/`` (in memory when one part).
+def part_of(subject_ids: pl.Series | np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The part of each subject id (any id, known patient or not)."""
+    return np.searchsorted(bounds, np.asarray(subject_ids), side="right").astype(np.uint32)
 
-    ``visit_parts``: ``visit_id, part`` of the usable admissions.
+
+def part_expr(bounds: np.ndarray) -> pl.Expr:
+    """:func:`part_of` as a streaming expression over ``subject_id`` (null ids: part 0).
+
+    A sum of comparisons: elementwise, so the spill streams (a ``search_sorted`` against the
+    bounds would materialise the column; a join with the admissions' parts costs 0.5 GB).
+    """
+    if not len(bounds):
+        return pl.lit(0, pl.UInt32)
+    above = [(pl.col("subject_id") >= int(b)).cast(pl.UInt32) for b in bounds]
+    return pl.sum_horizontal(above).fill_null(0).cast(pl.UInt32)
+
+
+def spill_events(frames: dict[str, pl.LazyFrame], bounds: np.ndarray, root: Path) -> EventParts:
+    """Stream every event table once into ``root/<table>/part=<i>/`` (in memory with one part).
+
+    A row goes to the part of its own subject id: a row naming another patient's admission is
+    then found (and counted as a mismatch) through the admissions of every part.
     """
     tables = tuple(frames)
-    if n_parts == 1:
+    if not len(bounds):
         return EventParts(1, None, tables)
-    lookup = visit_parts.lazy()
     for table, frame in frames.items():
-        (
-            frame.join(lookup, on="visit_id", how="left")
-            .with_columns(pl.col(PART_COLUMN).fill_null(0))
-            .sink_parquet(pl.PartitionBy(root / table, key=PART_COLUMN, include_key=False), mkdir=True)
+        frame.with_columns(part_expr(bounds).alias(PART_COLUMN)).sink_parquet(
+            pl.PartitionBy(root / table, key=PART_COLUMN, include_key=False), mkdir=True
         )
-    return EventParts(n_parts, root, tables)
+    return EventParts(len(bounds) + 1, root, tables)

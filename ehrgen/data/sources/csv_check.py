@@ -58,7 +58,11 @@ class _Scanner:
         self.partial_commas = 0
         self.partial_bytes = 0  # bytes of the unfinished line, '\r' excluded
         self.header_fields: int | None = None
-        self.fields: list[np.ndarray] = []  # per completed line: field count, or 0 when blank
+        self.records = 0  # completed lines after the header
+        # Only the unusable lines are kept (0-based record indices): memory follows the bad lines,
+        # not the file (a per-line array would be 0.5 GB for MIMIC-IV-sized prescriptions).
+        self.malformed: list[np.ndarray] = []
+        self.blank: list[np.ndarray] = []
 
     def feed(self, buf: bytes) -> None:
         arr = np.frombuffer(buf, dtype=np.uint8)
@@ -94,13 +98,16 @@ class _Scanner:
         self._lines(np.where(lengths > 0, counts + 1, 0))
 
     def _lines(self, fields: np.ndarray) -> None:
+        """``fields``: per completed line, its field count (0 when blank)."""
         if not len(fields):
             return
         self.line += len(fields)
         if self.header_fields is None:
             self.header_fields = int(fields[0])
             fields = fields[1:]
-        self.fields.append(fields.astype(np.int32))
+        self.malformed.append(self.records + np.flatnonzero((fields != 0) & (fields != self.header_fields)))
+        self.blank.append(self.records + np.flatnonzero(fields == 0))
+        self.records += len(fields)
 
     def finish(self) -> CsvLayout:
         if self.in_quote:
@@ -111,13 +118,13 @@ class _Scanner:
             self._lines(np.array([self.partial_commas + 1]))
         if self.header_fields is None or self.header_fields == 0:
             raise InputError(f"{self.path}: empty file, expected a CSV header line")
-        fields = np.concatenate(self.fields) if self.fields else np.zeros(0, np.int32)
+        empty = np.zeros(0, np.int64)
         return CsvLayout(
             path=self.path,
             header_fields=self.header_fields,
-            records=len(fields),
-            malformed=np.flatnonzero((fields != 0) & (fields != self.header_fields)),
-            blank=np.flatnonzero(fields == 0),
+            records=self.records,
+            malformed=np.concatenate([empty, *self.malformed]),
+            blank=np.concatenate([empty, *self.blank]),
         )
 
 

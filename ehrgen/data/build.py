@@ -178,7 +178,7 @@ def attach_codes(
     drops: dict[str, int],
     icd_map: IcdMap | None = None,
     usage: pl.DataFrame | None = None,
-    visit_subject: pl.DataFrame | None = None,
+    every_visit: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Return ``(visits, patients, added)`` for the usable admissions with codes and their patients.
 
@@ -188,17 +188,18 @@ def attach_codes(
     one ICD version (``ehrgen.data.gem``), choosing among alternatives by ``usage`` (code, n;
     default: these rows' own counts); ``added`` is the number of diagnoses beyond one per input
     row that the map's combination entries created. Drops are counted into ``drops``.
-    ``visit_subject`` (visit_id, visit_subject): the admissions event rows are checked against
-    (default: ``visits``; a part of a cohort passes every part's).
+    ``every_visit`` (visit_id, visit_subject of every part's admissions): a part of a cohort
+    checks its rows against those too, since a row may name another patient's admission.
     """
     # Each distinct raw code is normalised and validated once, not once per row.
-    if visit_subject is None:
-        visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
+    visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
     lists, added = [], 0
     for table, reason, kind in EVENT_TABLES:
         if table not in events:
             continue
-        rows = _usable_events(events.pop(table), visit_subject, reason, TYPE_PATTERNS[kind], drops)
+        rows = events.pop(table)
+        named = _named_admissions(rows, visit_subject, every_visit)
+        rows = _usable_events(rows, named, reason, TYPE_PATTERNS[kind], drops)
         if kind == DIAGNOSIS and icd_map is not None:
             rows, added = _map_codes(rows, icd_map, drops, usage)
         visit_codes = visit_code_lists(rows)
@@ -218,6 +219,21 @@ def attach_codes(
     with_visits = patients.join(visits.select("subject_id"), on="subject_id", how="semi")
     _count_drop(drops, "patient_without_admissions", patients.height - with_visits.height)
     return visits, with_visits, added
+
+
+def _named_admissions(
+    rows: pl.DataFrame, visit_subject: pl.DataFrame, every_visit: pl.DataFrame | None
+) -> pl.DataFrame:
+    """``visit_subject`` plus the admissions of ``every_visit`` that ``rows`` name outside it (few:
+    a small lookup, rather than joining millions of rows against every admission)."""
+    if every_visit is None:
+        return visit_subject
+    outside = rows.select(pl.col("visit_id").unique().drop_nulls()).join(
+        visit_subject, on="visit_id", how="anti"
+    )
+    return pl.concat(
+        [visit_subject, every_visit.filter(pl.col("visit_id").is_in(outside["visit_id"].implode()))]
+    )
 
 
 def _usable_events(
@@ -540,9 +556,10 @@ def build_cohort(
         spilled = spill_events(frames, bounds, Path(scratch or "."))
     visits = visits.with_columns(pl.Series(PART_COLUMN, part_of(visits["subject_id"], bounds)))
     patients = patients.with_columns(pl.Series(PART_COLUMN, part_of(patients["subject_id"], bounds)))
-    # every part's event rows are checked against every admission (a row may name another
-    # patient's admission, in another part)
-    visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
+    # a row may name another patient's admission, in another part
+    every_visit = (
+        visits.select("visit_id", pl.col("subject_id").alias("visit_subject")) if n_parts > 1 else None
+    )
     if n_parts > 1:
         log.info(
             "%d event rows: processed in %d parts of whole patients",
@@ -555,9 +572,10 @@ def build_cohort(
         # a GEM's alternatives are chosen by the whole cohort's usage, as in memory
         usage = pl.concat(
             [
-                diagnosis_usage(_usable_events(spilled.load(i, frames)["diagnoses"], visit_subject, "diagnosis",
-                                               TYPE_PATTERNS[DIAGNOSIS], {}))
+                diagnosis_usage(_usable_events(dx, _named_admissions(dx, _visit_subject(visits, i), every_visit),
+                                               "diagnosis", TYPE_PATTERNS[DIAGNOSIS], {}))
                 for i in range(n_parts)
+                for dx in [spilled.load(i, frames, ("diagnoses",))["diagnoses"]]
             ]
         ).group_by("code").agg(pl.col("n").sum())  # fmt: skip
 
@@ -575,7 +593,7 @@ def build_cohort(
         part_visits = visits.filter(pl.col(PART_COLUMN) == i).drop(PART_COLUMN)
         part_patients = patients.filter(pl.col(PART_COLUMN) == i).drop(PART_COLUMN)
         part_visits, part_patients, n_added = attach_codes(
-            events, part_visits, part_patients, drops, icd_map, usage, visit_subject
+            events, part_visits, part_patients, drops, icd_map, usage, every_visit
         )
         added += n_added
         part_visits, ends = check_visit_ends(part_visits)
@@ -633,6 +651,12 @@ def build_cohort(
     for reason, n in sorted(drops.items()):
         log.info("dropped %d %s", n, reason.replace("_", " "))
     return meta
+
+
+def _visit_subject(visits: pl.DataFrame, part: int) -> pl.DataFrame:
+    return visits.filter(pl.col(PART_COLUMN) == part).select(
+        "visit_id", pl.col("subject_id").alias("visit_subject")
+    )
 
 
 def token_cooccurrence(cohort_path: Path, tokenizer: Any) -> sp.csr_matrix:

@@ -29,14 +29,17 @@ class EventParts:
     root: Path | None
     tables: tuple[str, ...]
 
-    def load(self, part: int, frames: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
-        """The event rows of ``part``, per table (from ``frames`` themselves when not spilled)."""
+    def load(
+        self, part: int, frames: dict[str, pl.LazyFrame], tables: tuple[str, ...] | None = None
+    ) -> dict[str, pl.DataFrame]:
+        """The event rows of ``part``, per table (all, or ``tables``; from ``frames`` themselves
+        when not spilled)."""
+        tables = self.tables if tables is None else tables
         if self.root is None:
-            return dict(
-                zip(self.tables, pl.collect_all(list(frames.values()), engine="streaming"), strict=True)
-            )
+            collected = pl.collect_all([frames[t] for t in tables], engine="streaming")
+            return dict(zip(tables, collected, strict=True))
         out = {}
-        for table in self.tables:
+        for table in tables:
             folder = self.root / table / f"{PART_COLUMN}={part}"
             files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
             out[table] = (

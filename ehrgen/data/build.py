@@ -282,9 +282,10 @@ def _map_codes(
     Rows whose code the GEM does not map are dropped and counted; a combination entry turns one
     row into several codes, at the row's ``seq``. Returns the rows and the number of codes added.
     """
-    codes = diagnosis_usage(dx)["code"]
-    usage = diagnosis_usage(dx) if usage is None else usage
-    targets = icd_map.targets(codes.cast(pl.Utf8), usage).with_columns(pl.col("code").cast(dx.schema["code"]))
+    own = diagnosis_usage(dx)
+    targets = icd_map.targets(own["code"].cast(pl.Utf8), own if usage is None else usage).with_columns(
+        pl.col("code").cast(dx.schema["code"])
+    )
     dx = dx.join(targets, on="code", how="left", maintain_order="left")
     counts = dx.select(
         pl.col("targets").is_null().sum().alias("diagnosis_not_in_gem"),

@@ -15,9 +15,11 @@ leading zeros kept); medication items are keys of :data:`DRUG_TABLE`.
   (lines, transfusions, fluids, electrolytes, bowel regimen, analgesia), one Bernoulli per line.
 
 Rates follow the MIMIC-III demo's frequencies loosely (venous catheterisation in ~40 % of
-admissions, potassium chloride in about half); an adult admission gets about 4 procedures and
-about 20 distinct medicines, each ordered ~2.2 times (MIMIC-III v1.4: 4.1 procedures per admission
-with procedures, 80 prescription rows and ~33 distinct drug names per admission).
+admissions, potassium chloride in about half). Measured on 50,000 simulated patients: 3.1
+procedures, 16 distinct medicines and 34 prescription rows per admission (each medicine ordered
+2.2 times); the MIMIC-III demo has 3.9 procedures, 34 distinct drug names and 81 prescription
+rows per admission. The simulator prescribes less than MIMIC does: a sparser truth for the
+medication metrics, and 3 million patients still make 190 million event rows.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -500,21 +501,38 @@ class _ShardWriter:
 
 
 class _Cooccurrence:
-    """Train-split visit co-occurrence summed over parts, re-indexed by the final code order."""
+    """Train-split visit co-occurrence summed over parts, re-indexed by the final code order.
+
+    Each part's product runs in a background thread (scipy releases the GIL) while the caller
+    writes shards and reads the next part; one part at a time, so memory holds at most two parts.
+    """
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.total = sp.csr_matrix((0, 0), dtype=np.int32)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
 
     def add(self, train: pl.DataFrame, codes: pl.Series) -> None:
         """``train``: patients of the train split; ``codes``: every code their visits hold."""
         for code in codes.to_list():
             self.index.setdefault(code, len(self.index))
-        part = cooccurrence_matrix(train, list(self.index))
+        self._wait()
+        self._pending = self._pool.submit(self._add, train, list(self.index))
+
+    def _add(self, train: pl.DataFrame, vocab: list[str]) -> None:
+        part = cooccurrence_matrix(train, vocab)
         self.total.resize(part.shape)
         self.total = (self.total + part).tocsr()
 
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
     def result(self, codes: list[str]) -> sp.csr_matrix:
+        self._wait()
+        self._pool.shutdown()
         size = len(self.index)
         self.total.resize((size, size))
         order = np.array([self.index.get(c, -1) for c in codes], dtype=np.int64)
@@ -626,7 +644,7 @@ def build_cohort(
     codes = code_table(per_part_codes, descriptions)
     (out_dir / "metadata").mkdir(parents=True, exist_ok=True)
     codes.write_parquet(out_dir / "metadata" / "codes.parquet")
-    files = {name: writer.close() for name, writer in writers.items()}
+    files = {name: writer.close() for name, writer in writers.items()}  # the last product runs meanwhile
     counts["events"] = codes_per_table(codes)
     cooc_matrix = cooc.result(codes["code"].to_list())
     sp.save_npz(out_dir / "metadata" / COOCCURRENCE_FILE, cooc_matrix, compressed=False)

@@ -27,9 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from ehrgen.data.codes import EVENT_TYPES, event_type
 from ehrgen.data.cohort import Cohort
-from ehrgen.data.vocab import Tokenizer, tokenizer_from_dict
+from ehrgen.data.vocab import Tokenizer, token_event_types, tokenizer_from_dict
 from ehrgen.errors import InputError
 from ehrgen.metrics.lm import CodeAccuracy, Perplexity, ReconstructionJaccard, TokenAccuracy, code_positions
 from ehrgen.models.losses import IGNORE_INDEX, PromptBartLoss, cooc_from_tensors, cooc_to_tensors
@@ -93,11 +92,7 @@ def _plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 
 def token_types(tokenizer: Tokenizer, layout: VocabLayout) -> list[int]:
     """Event type id of every model token: 0 for specials, 1 + ``EVENT_TYPES`` index otherwise."""
-    rank = {kind: i + 1 for i, kind in enumerate(EVENT_TYPES)}
-    return [
-        rank[event_type(tokenizer.id_to_token(i))] if i >= layout.token_offset else 0
-        for i in range(layout.vocab_size)
-    ]
+    return token_event_types(tokenizer, layout.token_offset, layout.vocab_size)
 
 
 class PromptBartModule(LightningModule):

@@ -273,3 +273,49 @@ def test_default_training_writes_patients_of_every_length_from_the_generation_pr
         CorruptionConfig.coerce({**default.to_dict(), "prompt_p": 0.0})
     )
     assert old < 0.6 * data_share and old_used < 0.1  # the bias this default removes
+
+
+# ----------------------------------------------------------------------------- event types
+
+# token ids 7..1006 in three types, interleaved as a frequency-sorted vocabulary would be
+TYPES = np.array([0] * CONTENT[0] + [1 + (i % 7 == 0) + (i % 3 == 0) for i in range(CONTENT[1] - CONTENT[0])])
+
+
+def _typed_patient(rng: np.random.Generator, n_visits: int) -> np.ndarray:
+    """Visits of distinct codes listed by type (diagnoses, procedures, medications), as prepared."""
+    ids = [BOS]
+    for _ in range(n_visits):
+        codes = rng.choice(np.arange(*CONTENT), size=int(rng.integers(2, 20)), replace=False)
+        ids += [V, *sorted(codes.tolist(), key=lambda c: TYPES[c]), E]
+    return np.array([*ids, EOS], dtype=np.int64)
+
+
+def test_replace_and_shuffle_stay_within_each_event_type() -> None:
+    rng = np.random.default_rng(5)
+    replaced = reordered = 0
+    for _ in range(200):
+        ids = _typed_patient(rng, int(rng.integers(1, 4)))
+        out = replace_tokens(ids, rng, CONTENT, p=0.3, token_type=TYPES)
+        assert (TYPES[out] == TYPES[ids]).all(), "a code is replaced by a code of its own type"
+        assert ((out[ids >= 7] >= CONTENT[0]) & (out[ids >= 7] < CONTENT[1])).all()
+        replaced += int((out != ids).sum())
+        out = shuffle_visits(ids, rng, TYPES)
+        assert (TYPES[out] == TYPES[ids]).all(), "each visit keeps its type blocks in order"
+        for before, after in zip(_visits(ids), _visits(out), strict=True):
+            assert Counter(before) == Counter(after)
+        reordered += int((out != ids).sum())
+    assert replaced > 100 and reordered > 100
+    # every type's codes are drawn, each uniformly within its own type
+    draws = Counter(replace_tokens(np.array([BOS, V, 14, E, EOS]), np.random.default_rng(i), CONTENT, 1.0, TYPES)[2] for i in range(3000))  # fmt: skip
+    pool = np.flatnonzero(TYPES[14] == TYPES)
+    assert set(draws) <= set(pool.tolist()) and len(draws) > 0.9 * len(pool)
+
+
+def test_one_event_type_draws_as_before(patients: list[np.ndarray]) -> None:
+    """A diagnosis-only vocabulary corrupts exactly as without types (seeded runs unchanged)."""
+    one = np.array([0] * CONTENT[0] + [1] * (CONTENT[1] - CONTENT[0]))
+    for task in ("replace", "shuffle"):
+        cfg = CorruptionConfig(p=1.0, tasks=(task,))
+        a = corrupt_batch(patients, np.random.default_rng(9), cfg, CONTENT)
+        b = corrupt_batch(patients, np.random.default_rng(9), cfg, CONTENT, one)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), task

@@ -136,23 +136,40 @@ def delete_tokens(ids: np.ndarray, rng: np.random.Generator, p: float = 0.15) ->
 
 
 def replace_tokens(
-    ids: np.ndarray, rng: np.random.Generator, content_range: tuple[int, int], p: float = 0.15
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    content_range: tuple[int, int],
+    p: float = 0.15,
+    token_type: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Replace each code with probability ``p`` by a uniform id from ``content_range`` [lo, hi)."""
+    """Replace each code with probability ``p`` by a uniform id from ``content_range`` [lo, hi),
+    of the code's own event type when ``token_type`` (one type id per token id) holds several:
+    a procedure is replaced by a procedure, so the visit keeps its grammar."""
     lo, hi = content_range
     out = ids.copy()
     if hi <= lo:
         return out
     hit = np.flatnonzero(content_mask(ids) & (rng.random(len(ids)) < p))
-    out[hit] = rng.integers(lo, hi, size=len(hit))
+    types = None if token_type is None else np.asarray(token_type)[lo:hi]
+    if types is None or types.min() == types.max():
+        out[hit] = rng.integers(lo, hi, size=len(hit))
+        return out
+    pool = np.argsort(types, kind="stable")  # content ids (minus lo) grouped by type
+    start = np.searchsorted(types[pool], types[ids[hit] - lo], side="left")
+    count = np.searchsorted(types[pool], types[ids[hit] - lo], side="right") - start
+    out[hit] = lo + pool[start + (rng.random(len(hit)) * count).astype(np.int64)]
     return out
 
 
-def shuffle_visits(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Permute the codes within each visit."""
+def shuffle_visits(
+    ids: np.ndarray, rng: np.random.Generator, token_type: np.ndarray | None = None
+) -> np.ndarray:
+    """Permute the codes within each visit (within each event type's block when ``token_type``
+    is given, so the visit keeps its diagnoses-procedures-medications order)."""
     pos = np.flatnonzero(content_mask(ids))
     visit = np.cumsum(ids == VISIT_START)[pos]
-    order = np.lexsort((rng.random(len(pos)), visit))
+    block = np.zeros(len(pos), dtype=np.int64) if token_type is None else np.asarray(token_type)[ids[pos]]
+    order = np.lexsort((rng.random(len(pos)), block, visit))
     out = ids.copy()
     out[pos] = ids[pos[order]]
     return out
@@ -168,13 +185,16 @@ def keep_first_visits(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 _TASK_FNS: dict[
-    str, Callable[[np.ndarray, np.random.Generator, CorruptionConfig, tuple[int, int]], np.ndarray]
+    str,
+    Callable[
+        [np.ndarray, np.random.Generator, CorruptionConfig, tuple[int, int], np.ndarray | None], np.ndarray
+    ],
 ] = {
-    "mask": lambda ids, rng, cfg, cr: mask_spans(ids, rng, cfg.mask_ratio, cfg.poisson_lambda),
-    "delete": lambda ids, rng, cfg, cr: delete_tokens(ids, rng, cfg.delete_p),
-    "replace": lambda ids, rng, cfg, cr: replace_tokens(ids, rng, cr, cfg.replace_p),
-    "shuffle": lambda ids, rng, cfg, cr: shuffle_visits(ids, rng),
-    "next_visit": lambda ids, rng, cfg, cr: keep_first_visits(ids, rng),
+    "mask": lambda ids, rng, cfg, cr, tt: mask_spans(ids, rng, cfg.mask_ratio, cfg.poisson_lambda),
+    "delete": lambda ids, rng, cfg, cr, tt: delete_tokens(ids, rng, cfg.delete_p),
+    "replace": lambda ids, rng, cfg, cr, tt: replace_tokens(ids, rng, cr, cfg.replace_p, tt),
+    "shuffle": lambda ids, rng, cfg, cr, tt: shuffle_visits(ids, rng, tt),
+    "next_visit": lambda ids, rng, cfg, cr, tt: keep_first_visits(ids, rng),
 }
 
 
@@ -184,18 +204,24 @@ def apply_task(
     rng: np.random.Generator,
     cfg: CorruptionConfig,
     content_range: tuple[int, int],
+    token_type: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Run one named task on a clean sequence."""
+    """Run one named task on a clean sequence (``token_type``: event type id per token id)."""
     if task not in _TASK_FNS:
         raise InputError(f"unknown corruption task {task!r}; expected one of {TASKS}")
-    return _TASK_FNS[task](np.asarray(ids, dtype=np.int64), rng, cfg, content_range)
+    return _TASK_FNS[task](np.asarray(ids, dtype=np.int64), rng, cfg, content_range, token_type)
 
 
 def corrupt_batch(
-    seqs: list[np.ndarray], rng: np.random.Generator, cfg: CorruptionConfig, content_range: tuple[int, int]
+    seqs: list[np.ndarray],
+    rng: np.random.Generator,
+    cfg: CorruptionConfig,
+    content_range: tuple[int, int],
+    token_type: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Encoder inputs for clean sequences: with probability ``cfg.prompt_p`` the demographics-only
-    prompt ``<s> </s>``, else with probability ``cfg.p`` one random task."""
+    prompt ``<s> </s>``, else with probability ``cfg.p`` one random task (replace and shuffle stay
+    within each code's event type when ``token_type`` is given)."""
     n = len(seqs)
     # drawn only when on, so that prompt_p=0 leaves every seeded corruption as it was
     prompted = rng.random(n) < cfg.prompt_p if cfg.prompt_p > 0 else np.zeros(n, dtype=bool)
@@ -209,7 +235,7 @@ def corrupt_batch(
     return [
         prompt.copy()
         if e
-        else apply_task(cfg.tasks[t], s, rng, cfg, content_range)
+        else apply_task(cfg.tasks[t], s, rng, cfg, content_range, token_type)
         if a
         else np.asarray(s, dtype=np.int64)
         for s, e, a, t in zip(seqs, prompted.tolist(), applied.tolist(), tasks.tolist(), strict=True)

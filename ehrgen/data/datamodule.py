@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ehrgen.data.cohort import SPLITS, Cohort
 from ehrgen.data.corruption import CorruptionConfig, corrupt_batch
-from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END, VISIT_START, Tokenizer
+from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END, VISIT_START, Tokenizer, token_event_types
 from ehrgen.errors import InputError
 from ehrgen.models.visit_times import visits_time_labels
 
@@ -214,6 +214,8 @@ class CohortIterableDataset(IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.corruption = corruption
+        lo, _ = tokenizer.content_range
+        self.token_type = np.array(token_event_types(tokenizer, lo, tokenizer.vocab_size), dtype=np.int64)
         self.rank, self.world_size = int(rank), int(world_size)
         self.with_subject_id = with_subject_id
         self.epoch = 0
@@ -303,7 +305,9 @@ class CohortIterableDataset(IterableDataset):
             encoder = clean
         else:
             rng = np.random.default_rng([self.seed, epoch, self.rank, batch_index, 2])
-            encoder = corrupt_batch(clean, rng, self.corruption, self.tokenizer.content_range)
+            encoder = corrupt_batch(
+                clean, rng, self.corruption, self.tokenizer.content_range, self.token_type
+            )
         input_ids, attention_mask = pad_stack(encoder, PAD)
         decoder_input_ids, decoder_attention_mask = pad_stack([c[:-1] for c in clean], PAD)
         labels, _ = pad_stack([c[1:] for c in clean], LABEL_PAD)

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ehrgen.data.codes import category_expr
+from ehrgen.data.codes import EVENT_TYPES, category_expr, event_type
 from ehrgen.errors import InputError
 
 BOS, PAD, EOS, UNK, VISIT_START, VISIT_END, MASK = range(7)
@@ -386,3 +386,10 @@ def build_tokenizer(
     if level not in _LEVELS:
         raise InputError(f"tokenizer level {level!r}; expected one of {sorted(_LEVELS)}")
     return _LEVELS[level].from_cohort(cohort_dir, min_count)
+
+
+def token_event_types(tokenizer: Tokenizer, first: int, size: int) -> list[int]:
+    """Event type id of token ids ``0..size-1``: 0 below ``first`` (specials), else 1 + the
+    ``EVENT_TYPES`` index of the token's code or category."""
+    rank = {kind: i + 1 for i, kind in enumerate(EVENT_TYPES)}
+    return [rank[event_type(tokenizer.id_to_token(i))] if i >= first else 0 for i in range(size)]

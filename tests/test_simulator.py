@@ -428,7 +428,8 @@ def test_event_tables_only_when_asked_and_diagnoses_unchanged(typed: dict) -> No
     raw, dx = typed["raw"], typed["dx"]
     assert sorted(p.name for p in dx.iterdir()) == [f"{n}.csv" for n in sorted(simulator.TABLES)]
     assert {p.name for p in raw.iterdir()} == {
-        f"{n}.csv" for n in (*simulator.TABLES, *simulator.EVENT_TABLES)
+        f"{n}.csv"
+        for n in (*simulator.TABLES, *(n for names in simulator.TYPED_TABLES.values() for n in names))
     }
     for name in simulator.TABLES:  # procedures and medications come from their own random stream
         assert _sha(raw / f"{name}.csv") == _sha(dx / f"{name}.csv"), name

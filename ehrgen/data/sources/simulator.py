@@ -81,7 +81,10 @@ T_2100 = 4_102_444_800  # 2100-01-01 00:00:00 UTC in Unix seconds
 SHIFT_YEARS = 300
 
 TABLES = ("PATIENTS", "ADMISSIONS", "DIAGNOSES_ICD", "D_ICD_DIAGNOSES")
-EVENT_TABLES = ("PROCEDURES_ICD", "PRESCRIPTIONS", "D_ICD_PROCEDURES")  # with procedures and medications
+TYPED_TABLES = {
+    PROCEDURE: ("PROCEDURES_ICD", "D_ICD_PROCEDURES"),
+    MEDICATION: ("PRESCRIPTIONS",),
+}  # when asked
 # PRESCRIPTIONS columns taken from DRUG_TABLE, by its column order ("" : the table's own key)
 DRUG_COLUMNS = ("", "DRUG", "DRUG_TYPE", "PROD_STRENGTH", "DOSE_VAL_RX", "DOSE_UNIT_RX", "ROUTE")
 
@@ -748,11 +751,7 @@ def write_mimic3_csvs(
     """
     _check_args(n_patients, seed, id_offset)
     types = check_event_types(list(event_types))
-    names = list(TABLES)
-    if PROCEDURE in types:
-        names += ["PROCEDURES_ICD", "D_ICD_PROCEDURES"]
-    if MEDICATION in types:
-        names.append("PRESCRIPTIONS")
+    names = [*TABLES, *(name for kind, extra in TYPED_TABLES.items() if kind in types for name in extra)]
     world = _world()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -193,7 +193,7 @@ def attach_codes(
     checks its rows against those too, since a row may name another patient's admission.
     """
     # Each distinct raw code is normalised and validated once, not once per row.
-    visit_subject = visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
+    visit_subject = _visit_subject(visits)
     lists, added = [], 0
     for table, reason, kind in EVENT_TABLES:
         if table not in events:
@@ -576,9 +576,7 @@ def build_cohort(
     visits = visits.with_columns(pl.Series(PART_COLUMN, part_of(visits["subject_id"], bounds)))
     patients = patients.with_columns(pl.Series(PART_COLUMN, part_of(patients["subject_id"], bounds)))
     # a row may name another patient's admission, in another part
-    every_visit = (
-        visits.select("visit_id", pl.col("subject_id").alias("visit_subject")) if n_parts > 1 else None
-    )
+    every_visit = _visit_subject(visits) if n_parts > 1 else None
     if n_parts > 1:
         log.info(
             "%d event rows: processed in %d parts of whole patients",
@@ -591,7 +589,7 @@ def build_cohort(
         # a GEM's alternatives are chosen by the whole cohort's usage, as in memory
         usage = pl.concat(
             [
-                diagnosis_usage(_usable_events(dx, _named_admissions(dx, _visit_subject(visits, i), every_visit),
+                diagnosis_usage(_usable_events(dx, _named_admissions(dx, _visit_subject(visits.filter(pl.col(PART_COLUMN) == i)), every_visit),
                                                "diagnosis", TYPE_PATTERNS[DIAGNOSIS], {}))
                 for i in range(n_parts)
                 for dx in [spilled.load(i, frames, ("diagnoses",))["diagnoses"]]
@@ -672,10 +670,9 @@ def build_cohort(
     return meta
 
 
-def _visit_subject(visits: pl.DataFrame, part: int) -> pl.DataFrame:
-    return visits.filter(pl.col(PART_COLUMN) == part).select(
-        "visit_id", pl.col("subject_id").alias("visit_subject")
-    )
+def _visit_subject(visits: pl.DataFrame) -> pl.DataFrame:
+    """``visit_id, visit_subject``: the admissions event rows are checked against."""
+    return visits.select("visit_id", pl.col("subject_id").alias("visit_subject"))
 
 
 def token_cooccurrence(cohort_path: Path, tokenizer: Any) -> sp.csr_matrix:

@@ -77,6 +77,20 @@ class PromptBartOutput:
     stay_logits: Tensor | None = None  # [B, Ld, N_STAY_BINS] length of the visit being closed
 
 
+def age_hat_weights(age: Tensor, knots: Tensor) -> Tensor:
+    """``[N, K]`` piecewise-linear (hat-function) weights of each age on increasing ``knots``:
+    the two knots around an age share 1 linearly; ages outside the knots take the end knot."""
+    age = age.to(knots.dtype).clamp(knots[0], knots[-1])
+    right = torch.searchsorted(knots, age, right=True).clamp(1, knots.numel() - 1)
+    left = right - 1
+    frac = (age - knots[left]) / (knots[right] - knots[left])
+    weights = age.new_zeros(age.shape[0], knots.numel())
+    rows = torch.arange(age.shape[0], device=age.device)
+    weights[rows, left] = 1 - frac
+    weights[rows, right] += frac
+    return weights
+
+
 class PromptBart(nn.Module):
     """BART encoder-decoder conditioned on (age, sex) through encoder and decoder prompts."""
 
@@ -243,18 +257,12 @@ class PromptBart(nn.Module):
         if age is None or sex is None:
             raise ValueError("a model with age profiles needs age and sex at every decode step")
         knots = self.profile_knots
-        age = age.reshape(-1).float().clamp(knots[0], knots[-1])
-        # hat-function weights: the two knots around each age share 1 linearly
-        right = torch.searchsorted(knots, age, right=True).clamp(1, knots.numel() - 1)
-        left = right - 1
-        frac = (age - knots[left]) / (knots[right] - knots[left])
-        weights = age.new_zeros(age.shape[0], N_SEX * knots.numel())
-        base = sex.reshape(-1).long() * knots.numel()
-        rows = torch.arange(age.shape[0], device=age.device)
-        weights[rows, base + left] = 1 - frac
-        weights[rows, base + right] = frac
+        hat = age_hat_weights(age.reshape(-1).float(), knots)  # [B, K]
+        # one block of knots per sex: a patient's row is its hat weights in its sex's block
+        weights = hat.new_zeros(hat.shape[0], N_SEX, knots.numel())
+        weights[torch.arange(hat.shape[0], device=hat.device), sex.reshape(-1).long()] = hat
         table = self.age_profile.flatten(0, 1) * self.age_profile_scale
-        return weights.to(table.dtype) @ table
+        return weights.flatten(1).to(table.dtype) @ table
 
     def _check_length(self, ids: Tensor, what: str) -> None:
         if ids.shape[1] > self.max_length:

@@ -76,7 +76,8 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
     (a category left without one falls back to the pooled histogram); a category's repeat counts
     are dropped unless both its kept and its changed pairs pass (it then takes the overall rate),
     and so is a (visit-size band, category) multi-code cell unless its visits with one code and
-    with several both pass (it then takes the category's overall share).
+    with several both pass (it then takes the category's overall share). Fitted age curves are
+    parameters, not counts; a code whose total is suppressed keeps no curve.
     """
     cc = stats["code_counts"]
     count = np.asarray(cc["count"], dtype=np.int64)
@@ -95,6 +96,10 @@ def safe_expansion_stats(stats: dict[str, Any], min_cell: int = MIN_CELL) -> dic
         "code_totals": totals.tolist(),
         "per_visit": {k: np.asarray(v)[pv_keep].tolist() for k, v in pv.items()},
     }
+    if "curves" in stats:  # a code whose total is suppressed has no curve either
+        cv = stats["curves"]
+        coef = np.asarray(cv["coef"], dtype=np.float64) * (np.asarray(totals)[: len(stats["codes"])] > 0)
+        safe["curves"] = {**cv, "min_count": max(int(cv["min_count"]), int(min_cell)), "coef": coef.tolist()}
     if "multi" in stats:  # a (size band, category) cell is kept only when its one- and multi-code counts pass
         mu = stats["multi"]
         visits, multi = np.asarray(mu["visits"], np.int64), np.asarray(mu["multi"], np.int64)

@@ -12,9 +12,12 @@ category, vectorised over a whole batch:
   each (1.07 per category at 17 or more categories, 1.01 at one or two, on the simulator), and
   one share for all visit sizes compressed the codes-per-visit distribution (KS 2.1x the floor);
 - which: weighted sampling without replacement (Efraimidis-Spirakis keys ``log(u) / w``) with
-  ``w(code) = count(code | sex, age band) + prior * share(code | category)``: the train frequency
-  of the code among patients of the same sex and age band, smoothed towards its share of the
-  category over all patients; codes the validity rules forbid for the patient get ``w = 0``.
+  ``w(code) = share(code | category) * exp(curve(code | sex, age))``: the code's share of its
+  category over all training patients, times its fitted age-and-sex curve
+  (:mod:`ehrgen.sampling.code_curves`; continuous in age, so a code's age profile is not blurred
+  inside an age band). Statistics without curves (older checkpoints) use
+  ``w(code) = count(code | sex, age band) + prior * share(code | category)``. Codes the validity
+  rules forbid for the patient get ``w = 0``.
 
 Codes of one category are distinct and categories inside a visit are distinct, so visits never
 repeat a code. The draws are keyed by (patient, category, draw number), not by position: a
@@ -43,6 +46,14 @@ from ehrgen.data.cohort import Cohort, stable_hash
 from ehrgen.data.rules import VALIDITY_RULES, ValidityRule, rule_membership
 from ehrgen.data.vocab import VISIT_START, HierarchicalTokenizer
 from ehrgen.errors import InputError
+from ehrgen.privacy.small_cells import MIN_CELL, suppress
+from ehrgen.sampling.code_curves import (
+    CURVE_KNOTS,
+    CURVE_RIDGE,
+    category_shares,
+    curve_log_weights,
+    fit_code_curves,
+)
 from ehrgen.sampling.sampler import _offsets, counter_uniforms, patient_keys, visit_structure
 
 STATS_VERSION = 1
@@ -133,8 +144,11 @@ def expansion_stats(
     tokenizer: HierarchicalTokenizer,
     age_edges: Sequence[float] = DEFAULT_AGE_EDGES,
     split: str = "train",
+    curves: bool = True,
+    min_cell: int = MIN_CELL,
 ) -> dict[str, Any]:
-    """Aggregate counts stage 2 samples from, as plain lists (checkpoint-safe).
+    """Aggregate counts stage 2 samples from, and the codes' fitted age curves, as plain lists
+    (checkpoint-safe once passed through :func:`~ehrgen.privacy.small_cells.safe_expansion_stats`).
 
     ``code_counts``: occurrences of each vocabulary code per (sex, age band) stratum;
     ``per_visit``: how many visits hold ``n`` codes of a category (only vocabulary codes count);
@@ -142,7 +156,10 @@ def expansion_stats(
     category, how many visits hold the category (``visits``) and how many hold more than one of
     its codes (``multi``);
     ``repeat``: per category, how many pairs of consecutive visits of a patient both hold it
-    (``carried``) and in how many of those its codes are the same (``same``).
+    (``carried``) and in how many of those its codes are the same (``same``);
+    ``curves`` (when ``curves``): each code's age-and-sex curve inside its category
+    (:mod:`ehrgen.sampling.code_curves`), fitted against the shares the expander derives from
+    the small-cell-safe totals, for codes with at least ``min_cell`` occurrences.
     """
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     edges = [float(e) for e in age_edges]
@@ -162,7 +179,14 @@ def expansion_stats(
         .with_row_index("patient")
         .explode("visits")
         .with_row_index("visit")
-        .select("patient", _strata_expr(edges), "visit", pl.col("visits").struct.field("codes").alias("code"))
+        .select(
+            "patient",
+            _strata_expr(edges),
+            "sex",
+            "age",
+            "visit",
+            pl.col("visits").struct.field("codes").alias("code"),
+        )
         .explode("code")
         .join(vocab.lazy(), on="code", how="inner")
         .collect()
@@ -186,7 +210,7 @@ def expansion_stats(
         .agg(pl.len().alias("carried"), (pl.col("set") == pl.col("next")).sum().alias("same"))
         .sort("cat_idx")
     )
-    return {
+    out = {
         "version": STATS_VERSION,
         "categories": list(tokenizer.categories),
         "codes": list(tokenizer.codes),
@@ -214,6 +238,18 @@ def expansion_stats(
             "same": repeat["same"].to_list(),
         },
     }
+    if curves:
+        cat_of_code = vocab["cat_idx"].to_numpy()
+        totals = np.bincount(events["code_idx"].to_numpy(), minlength=len(tokenizer.codes))
+        shares = category_shares(suppress(totals, min_cell), cat_of_code, len(tokenizer.categories))
+        coef = fit_code_curves(events, cat_of_code, shares, totals >= min_cell, CURVE_KNOTS, CURVE_RIDGE)
+        out["curves"] = {
+            "knots": list(CURVE_KNOTS),
+            "ridge": CURVE_RIDGE,
+            "min_count": int(min_cell),
+            "coef": coef.tolist(),
+        }
+    return out
 
 
 class GivenCodes(NamedTuple):
@@ -261,9 +297,15 @@ class CodeExpander:
         cat_of_code = tokenizer.code_to_category[self.code_lo :] - self.cat_lo
         # per-code totals over all strata: kept apart when small per-stratum cells were suppressed
         totals = np.asarray(stats["code_totals"], np.float64) if "code_totals" in stats else counts.sum(0)
-        overall = totals + 1e-3  # every vocabulary code stays possible
-        share = overall / np.bincount(cat_of_code, weights=overall, minlength=n_cat)[cat_of_code]
+        share = category_shares(totals, cat_of_code, n_cat)
         self.weights = counts + float(prior) * share[None, :]
+        # fitted age curves (newer checkpoints) replace the per-band counts and their prior
+        self.curves = stats.get("curves")
+        if self.curves is not None:
+            self.log_share = np.log(share)
+            self.coef = np.asarray(self.curves["coef"], np.float64)
+            if self.coef.shape[2] != n_codes:
+                raise InputError("expansion statistics: curve coefficients for another vocabulary")
 
         sizes = np.bincount(cat_of_code, minlength=n_cat)
         self.item_ok = sizes > 0  # a category without vocabulary codes cannot be expanded
@@ -331,7 +373,15 @@ class CodeExpander:
         u = counter_uniforms(item_keys, kmax + 1)  # column 0: how many; 1..: which
 
         cand = self.candidates[cat]  # [M, kmax]
-        w = self.weights[strata(age, sex, self.age_edges)[row][:, None], cand] * self.cand_valid[cat]
+        if self.curves is not None:
+            log_w = self.log_share[None, :] + curve_log_weights(self.coef, self.curves["knots"], age, sex)
+            log_w = log_w[row[:, None], cand]
+            # relative to the item's best code: the weights only rank draws, and exp stays finite
+            best = np.where(self.cand_valid[cat], log_w, -np.inf).max(1, keepdims=True)
+            log_w = log_w - np.where(np.isfinite(best), best, 0.0)
+            w = np.exp(log_w) * self.cand_valid[cat]
+        else:
+            w = self.weights[strata(age, sex, self.age_edges)[row][:, None], cand] * self.cand_valid[cat]
         if validity:
             sex_arr = np.asarray(sex)
             for rule, member in zip(self.rules, self.membership, strict=True):

@@ -35,6 +35,7 @@ from ehrgen.models.losses import IGNORE_INDEX, PromptBartLoss, cooc_from_tensors
 from ehrgen.models.prompt_bart import EOS_ID, PAD_ID, PromptBart, PromptBartOutput, advance_history
 from ehrgen.models.visit_times import time_support, visits_time_labels
 from ehrgen.privacy.small_cells import MIN_CELL, suppress
+from ehrgen.sampling.code_curves import token_age_curves
 
 MASK_ID = 6
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "age", "sex")
@@ -166,6 +167,22 @@ class PromptBartModule(LightningModule):
         labels, _ = visits_time_labels(visits)
         support = time_support(labels, MIN_CELL)
         self.model.time_head.support.copy_(torch.tensor(support))
+
+    def init_age_profile(self, cohort: Cohort) -> None:
+        """Start the age-profile table at the train split's own age-and-sex curves of each output
+        token (:func:`~ehrgen.sampling.code_curves.token_age_curves`) instead of zero.
+
+        Trained from zero for the default CPU budget, the table stays short of the data's age
+        effects (docs/benchmarks.md, fidelity: data-initialised age profiles); a fitted start
+        leaves training only the part the context explains. Curves of tokens below the
+        small-cell rule stay 0, so the table holds no more than the stage-2 curves do.
+        """
+        if self.model.age_profile is None:
+            return
+        curves = token_age_curves(cohort, self.tokenizer, self.model.profile_knots.tolist())
+        table = torch.as_tensor(curves, dtype=self.model.age_profile.dtype) / self.model.age_profile_scale
+        with torch.no_grad():
+            self.model.age_profile.copy_(table)
 
     # ------------------------------------------------------------------ steps
 

@@ -105,6 +105,9 @@ def check_train_options(cfg: DictConfig) -> None:
         raise InputError(f"model.lr={cfg.model.lr!r}: expected a number > 0")
     number(cfg, "model.weight_decay", float, 0.0)
     number(cfg, "model.warmup_steps", int, 0)
+    init = cfg.model.get("age_profile_init", "zero")
+    if init not in ("zero", "data"):
+        raise InputError(f"model.age_profile_init={init!r}: expected 'zero' or 'data'")
     for key in ("w_age", "w_sex", "w_cooc", "tau"):
         number(cfg, f"model.loss.{key}", float, 0.0)  # a negative weight rewards the model for that loss
 

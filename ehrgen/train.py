@@ -126,6 +126,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     if module.model.time_head is not None:
         module.set_time_support(cohort)
+    if resume is None and cfg.model.get("age_profile_init", "zero") == "data":
+        module.init_age_profile(cohort)
 
     _wandb_ready(cfg, run_dir)
     loggers: list[Logger] = _instantiate_all(cfg.get("logger"))

@@ -17,17 +17,23 @@ maximum likelihood on the training split's (code, sex, age) occurrences with a r
 fewer than ``min_cell`` occurrences get no curve (their coefficients are 0), as their counts get
 no stratum. The fit works on occurrences aggregated on an age grid, so its cost depends on the
 vocabulary and the grid, not on the number of patients.
+
+The same fit, with the whole content vocabulary as one category, gives the network's age-profile
+table its starting point (:func:`token_age_curves`, ``model.age_profile_init=data``): each output
+token's age-and-sex main effect as the data show it, rather than zero.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
 from ehrgen.models.prompt_bart import N_SEX, age_hat_weights
+from ehrgen.privacy.small_cells import MIN_CELL
 
 CURVE_KNOTS: tuple[float, ...] = (0.0, 1.0, 5.0, 18.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 CURVE_RIDGE = 1.0  # docs/benchmarks.md (fidelity: stage-2 age curves) for how it was chosen
@@ -119,6 +125,52 @@ def fit_code_curves(
 
     opt.step(closure)
     return (params.detach() * mask).numpy()
+
+
+def token_age_curves(
+    cohort: Any,
+    tokenizer: Any,
+    knots: Sequence[float],
+    min_cell: int = MIN_CELL,
+    ridge: float = CURVE_RIDGE,
+) -> np.ndarray:
+    """``[N_SEX, len(knots), tokenizer.vocab_size]`` age-and-sex logit curves of every content
+    token (codes, or categories at category level) on the train split.
+
+    One :func:`fit_code_curves` fit with the content vocabulary as a single category, counting
+    the tokens the model is trained to emit (``tokenizer.encode_batch``: a category once per
+    visit). Each (sex, knot) row is then shifted so that ``sum_v share_v * exp(curve_v) = 1``: the
+    curves move mass between content tokens, not between content and the visit-end / end-of-record
+    tokens (exactly at the knots, nearly in between). Special tokens and tokens with fewer than
+    ``min_cell`` occurrences keep 0.
+    """
+    from ehrgen.data.cohort import Cohort
+
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+    lo, hi = tokenizer.content_range
+    train = cohort.read("train").select("sex", "age", "visits")
+    ids = tokenizer.encode_batch(train["visits"].to_arrow())
+    per_patient = np.fromiter((len(x) for x in ids), np.int64, count=len(ids))
+    flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    row = np.repeat(np.arange(len(ids)), per_patient)
+    content = (flat >= lo) & (flat < hi)
+    occurrences = pl.DataFrame(
+        {
+            "code_idx": flat[content] - lo,
+            "sex": train["sex"].to_numpy()[row[content]],
+            "age": train["age"].cast(pl.Float64).to_numpy()[row[content]],
+        }
+    )
+    totals = np.bincount(occurrences["code_idx"].to_numpy(), minlength=hi - lo)
+    one_category = np.zeros(hi - lo, np.int64)
+    shares = category_shares(totals, one_category, 1)
+    coef = fit_code_curves(occurrences, one_category, shares, totals >= min_cell, knots, ridge)
+    # per (sex, knot): log sum_v share_v * exp(coef) = 0
+    peak = coef.max(axis=2, keepdims=True)
+    coef = coef - (peak + np.log((shares * np.exp(coef - peak)).sum(axis=2, keepdims=True)))
+    out = np.zeros((N_SEX, len(knots), hi))
+    out[..., lo:] = np.where(totals >= min_cell, coef, 0.0)
+    return out
 
 
 def curve_log_weights(

@@ -12,7 +12,7 @@ from test_gen_constraints import expansion_fixture
 from ehrgen.data.vocab import BOS, EOS, VISIT_END, VISIT_START, build_tokenizer
 from ehrgen.models.prompt_bart import age_hat_weights
 from ehrgen.privacy.small_cells import safe_expansion_stats
-from ehrgen.sampling.code_curves import category_shares, curve_log_weights, fit_code_curves
+from ehrgen.sampling.code_curves import category_shares, curve_log_weights, fit_code_curves, token_age_curves
 from ehrgen.sampling.hierarchical import CodeExpander, expansion_stats
 
 KNOTS = (0.0, 40.0, 60.0, 90.0)
@@ -108,3 +108,43 @@ def test_checkpoint_statistics_keep_no_curve_below_the_small_cell_rule(demo_coho
     CodeExpander(tok, safe)  # still a valid expander
     without = expansion_stats(demo_cohort, tok, curves=False)
     assert "curves" not in without  # older checkpoints' statistics: per-band counts only
+
+
+def _one_code_cohort(path, n: int, seed: int) -> None:
+    """Patients with one visit of one code: 4019 or 2724 by :func:`true_share_a` (4019 is A),
+    and 5 patients with 25000 (below the small-cell rule)."""
+    from datetime import datetime
+
+    from test_eval_cohorts import write_cohort
+
+    rng = np.random.default_rng(seed)
+    age, sex = rng.uniform(0, 90, n).astype(np.float32), rng.integers(0, 2, n).astype(np.int8)
+    code = np.where(rng.random(n) < true_share_a(age, sex), "4019", "2724")
+    code[:5] = "25000"
+    visits = [[{"time": datetime(2100, 1, 1), "codes": [c]}] for c in code]
+    frame = pl.DataFrame(
+        {"subject_id": np.arange(n, dtype=np.int64), "sex": sex, "age": age, "visits": visits}
+    )
+    write_cohort(path, {"train": frame})
+
+
+def test_token_curves_give_the_networks_table_the_datas_age_and_sex_effects(tmp_path) -> None:
+    _one_code_cohort(tmp_path / "cohort", 20_000, seed=1)
+    tok = build_tokenizer(tmp_path / "cohort", level="code")
+    curves = token_age_curves(tmp_path / "cohort", tok, KNOTS)
+    assert curves.shape == (2, len(KNOTS), tok.vocab_size)
+    lo, _ = tok.content_range
+    assert not curves[..., :lo].any()  # specials keep 0
+    assert not curves[..., tok.code_id("25000")].any()  # below the small-cell rule: no curve
+    a, b = tok.code_id("4019"), tok.code_id("2724")
+    counts = pl.read_parquet(tmp_path / "cohort" / "metadata" / "codes.parquet")
+    share = {c: n for c, n in zip(counts["code"], counts["train_count"], strict=True)}
+    totals = np.array([share[tok.id_to_token(i)] for i in range(lo, tok.vocab_size)], np.float64)
+    shares = (totals + 1e-3) / (totals + 1e-3).sum()
+    # the curves move mass between content tokens only: sum_v share_v * exp(curve_v) = 1
+    np.testing.assert_allclose((shares * np.exp(curves[..., lo:])).sum(-1), 1.0, atol=1e-9)
+    # the model's P(A | A or B) from the table alone is the truth's (one hat-basis curve)
+    grid, grid_sex = np.array([10.0, 50.0, 75.0, 10.0, 50.0, 75.0]), np.array([0, 0, 0, 1, 1, 1])
+    term = curve_log_weights(curves, KNOTS, grid, grid_sex)
+    log_odds = np.log(share["4019"] / share["2724"]) + term[:, a] - term[:, b]
+    np.testing.assert_allclose(1 / (1 + np.exp(-log_odds)), true_share_a(grid, grid_sex), atol=0.03)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from ehrgen.callbacks import EMA, GENERATION_KEY
 from ehrgen.errors import InputError
 from ehrgen.module import CHECKPOINT_KEY, PromptBartModule
+from ehrgen.sampling.code_curves import token_age_curves
 from ehrgen.train import run
 
 TINY = [
@@ -98,6 +100,18 @@ def test_hierarchical_on_simulator(compose_cfg) -> None:
     ckpt = torch.load(summary["last_checkpoint"], weights_only=True)
     assert ckpt[GENERATION_KEY]["expansion"]  # stage-2 statistics travel with the checkpoint
     assert summary["global_step"] == 6
+
+
+def test_age_profile_table_starts_at_the_datas_curves(compose_cfg) -> None:
+    # lr ~ 0: the table after one step is its starting point
+    overrides = ["model=hierarchical", "data.n_patients=300", "trainer.max_steps=1", "model.lr=1e-12"]
+    summary = _train(compose_cfg, [*overrides, "model.age_profile_init=data"])
+    module = PromptBartModule.load(summary["last_checkpoint"])
+    net = module.model
+    want = token_age_curves(summary["cohort_dir"], module.tokenizer, net.profile_knots.tolist())
+    assert np.abs(want).max() > 0.5  # the simulator's categories depend on age
+    got = (net.age_profile * net.age_profile_scale).detach().double().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_loss_goes_down_on_simulator(compose_cfg) -> None:
@@ -262,6 +276,7 @@ def test_experiment_configs_compose(compose_cfg) -> None:
         ("model.loss.w_cooc=-0.1", r"model.loss.w_cooc=-0.1: expected a number >= 0"),
         ("model.lr=0", r"model.lr=0: expected a number > 0"),
         ("data.split_fractions=[0.5,0.5]", r"data.split_fractions=.*three non-negative numbers"),
+        ("model.age_profile_init=random", r"model.age_profile_init='random': expected 'zero' or 'data'"),
     ],
 )
 def test_bad_options_fail_before_any_work(compose_cfg, tmp_path: Path, override: str, message: str) -> None:

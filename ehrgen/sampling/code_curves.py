@@ -139,10 +139,10 @@ def token_age_curves(
 
     One :func:`fit_code_curves` fit with the content vocabulary as a single category, counting
     the tokens the model is trained to emit (``tokenizer.encode_batch``: a category once per
-    visit). Each (sex, knot) row is then shifted so that ``sum_v share_v * exp(curve_v) = 1``: the
-    curves move mass between content tokens, not between content and the visit-end / end-of-record
-    tokens (exactly at the knots, nearly in between). Special tokens and tokens with fewer than
-    ``min_cell`` occurrences keep 0.
+    visit). Special tokens and tokens with fewer than ``min_cell`` occurrences keep 0, and each
+    (sex, knot) row of the others is shifted so that ``sum_v share_v * exp(curve_v) = 1`` over the
+    content tokens: the curves move mass between content tokens, not between content and the
+    visit-end / end-of-record tokens (exactly at the knots, nearly in between).
     """
     from ehrgen.data.cohort import Cohort
 
@@ -164,12 +164,15 @@ def token_age_curves(
     totals = np.bincount(occurrences["code_idx"].to_numpy(), minlength=hi - lo)
     one_category = np.zeros(hi - lo, np.int64)
     shares = category_shares(totals, one_category, 1)
-    coef = fit_code_curves(occurrences, one_category, shares, totals >= min_cell, knots, ridge)
-    # per (sex, knot): log sum_v share_v * exp(coef) = 0
+    curved = totals >= min_cell
+    coef = fit_code_curves(occurrences, one_category, shares, curved, knots, ridge)
+    # per (sex, knot), over the tokens with a curve: sum share * exp(coef) = sum share, so the
+    # others (coefficient 0) keep their share and the content mass is unchanged
+    kept = shares * curved
     peak = coef.max(axis=2, keepdims=True)
-    coef = coef - (peak + np.log((shares * np.exp(coef - peak)).sum(axis=2, keepdims=True)))
+    shift = peak + np.log((kept * np.exp(coef - peak)).sum(axis=2, keepdims=True) / max(kept.sum(), 1e-300))
     out = np.zeros((N_SEX, len(knots), hi))
-    out[..., lo:] = np.where(totals >= min_cell, coef, 0.0)
+    out[..., lo:] = np.where(curved, coef - shift, 0.0)
     return out
 
 

@@ -226,6 +226,26 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
+def with_visit_ends(patients: pl.DataFrame) -> pl.DataFrame:
+    """``patients`` whose visits are ``struct<time, codes>`` (no stays: cohort schema 1) with a
+    null ``end`` added; other frames unchanged. polars >= 2.2 no longer fills a missing struct
+    field in a cast, so this comes before casting to :data:`POLARS_SCHEMA`."""
+    visits = patients.schema.get("visits")
+    if not (isinstance(visits, pl.List) and isinstance(visits.inner, pl.Struct)):
+        return patients
+    if "end" in {f.name for f in visits.inner.fields}:
+        return patients
+    return patients.with_columns(
+        pl.col("visits").list.eval(
+            pl.struct(
+                pl.element().struct.field("time"),
+                pl.lit(None, dtype=pl.Datetime("us")).alias("end"),
+                pl.element().struct.field("codes"),
+            )
+        )
+    )
+
+
 def write_patient_shards(
     patients: pl.DataFrame,
     split_dir: Path,
@@ -235,23 +255,7 @@ def write_patient_shards(
 ) -> list[int]:
     """Write ``patients`` (cohort row schema) as ``part-NNNNN.parquet`` files; return rows per file."""
     split_dir.mkdir(parents=True, exist_ok=True)
-    visits = patients.schema.get("visits")
-    fields = (
-        {f.name for f in visits.inner.fields}
-        if isinstance(visits, pl.List) and isinstance(visits.inner, pl.Struct)
-        else set()
-    )
-    if fields and "end" not in fields:
-        # visits without stays: a null end (polars >= 2.2 no longer fills a missing struct field in a cast)
-        patients = patients.with_columns(
-            pl.col("visits").list.eval(
-                pl.struct(
-                    pl.element().struct.field("time"),
-                    pl.lit(None, dtype=pl.Datetime("us")).alias("end"),
-                    pl.element().struct.field("codes"),
-                )
-            )
-        )
+    patients = with_visit_ends(patients)
     table = patients.select(POLARS_SCHEMA.names()).cast(dict(POLARS_SCHEMA)).to_arrow()
     table = table.cast(PATIENT_SCHEMA)
     sizes = []

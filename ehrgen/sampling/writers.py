@@ -37,6 +37,7 @@ from ehrgen.data.cohort import (
     SPLITS,
     atomic_directory,
     cohort_metadata,
+    with_visit_ends,
     write_json_atomic,
     write_patient_shards,
 )
@@ -229,20 +230,8 @@ class SyntheticCohortWriter:
                     pl.struct(no_time.alias("time"), no_time.alias("end"), pl.element().alias("codes"))
                 )
             )
-        elif (
-            isinstance(visits_dtype, pl.List)
-            and isinstance(visits_dtype.inner, pl.Struct)
-            and "end" not in {f.name for f in visits_dtype.inner.fields}
-        ):  # visits with admission times only (schema 1)
-            frame = frame.with_columns(
-                pl.col("visits").list.eval(
-                    pl.struct(
-                        pl.element().struct.field("time"),
-                        no_time.alias("end"),
-                        pl.element().struct.field("codes"),
-                    )
-                )
-            )
+        else:  # visits with admission times only (schema 1) get a null end
+            frame = with_visit_ends(frame)
         try:
             frame = frame.select(POLARS_SCHEMA.names()).cast(dict(POLARS_SCHEMA))
         except pl.exceptions.PolarsError as err:

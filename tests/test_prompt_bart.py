@@ -344,9 +344,11 @@ def test_age_profiles_add_a_piecewise_linear_curve_per_item_and_sex() -> None:
 
 def test_kv_cache_decoding_equals_full_forward_with_age_profiles() -> None:
     torch.manual_seed(0)
-    model = PromptBart(VOCAB, prompt_length=3, carry=True, age_profile_knots=[0, 18, 60, 90], **TINY).eval()
+    model = PromptBart(VOCAB, prompt_length=3, carry=True, age_profile_knots=[0, 18, 60, 90],
+                       age_profile_gate=True, **TINY).eval()  # fmt: skip
     with torch.no_grad():
         model.age_profile.normal_(0, 2.0)
+        model.profile_gate.weight.normal_(0, 0.3)  # a gate that differs from position to position
     inputs = model_inputs(make_batch(n=6, seed=7, max_visits=3))
     dec, age, sex = inputs["decoder_input_ids"], inputs["age"], inputs["sex"]
     with torch.no_grad():
@@ -400,6 +402,58 @@ def test_age_profiles_learn_a_steep_age_effect_fast() -> None:
     scaled = true_code_probability(decades)
     assert without < 0.15 and unscaled < 0.15  # chance is 1/9
     assert scaled > 0.4
+
+
+def test_profile_gate_starts_as_the_plain_table() -> None:
+    torch.manual_seed(0)
+    gated = PromptBart(VOCAB, prompt_length=2, age_profile_knots=[0, 20, 80], age_profile_gate=True, **TINY)
+    plain = PromptBart(VOCAB, prompt_length=2, age_profile_knots=[0, 20, 80], **TINY).eval()
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("profile_gate")})
+    with torch.no_grad():
+        gated.eval().age_profile.normal_(0, 1.0)
+        plain.age_profile.copy_(gated.age_profile)
+        inputs = model_inputs(make_batch(seed=3))
+        torch.testing.assert_close(gated(**inputs).logits, plain(**inputs).logits)
+    # without a table there is nothing to gate
+    assert PromptBart(VOCAB, age_profile_gate=True, **TINY).profile_gate is None
+
+
+def test_profile_gate_lets_the_age_effect_differ_by_position() -> None:
+    """The cause of first-visit codes drawn towards middle age and later-visit codes pushed away
+    from it: one table serves every position, so it learns a compromise between a position whose
+    code depends on age alone and one whose code the history (or, here, nothing) decides. Visit 1
+    holds the code of the patient's decade, visit 2 a code drawn independently of age: shared,
+    the table puts as much age on visit 2 as on visit 1; gated, each position gets its own share."""
+    lo, n_codes = 7, 9
+
+    def fit(gate: bool, steps: int = 150) -> tuple[float, float]:
+        torch.manual_seed(0)
+        rng = torch.Generator().manual_seed(0)
+        model = PromptBart(lo + n_codes, prompt_length=2, age_profile_knots=[float(10 * k + 5) for k in range(9)],
+                           age_profile_gate=gate, **{**TINY, "max_length": 8})  # fmt: skip
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(steps):
+            age = torch.rand(64, generator=rng) * 90
+            n = age.shape[0]
+            decade = (age // 10).long() + lo
+            anything = torch.randint(lo, lo + n_codes, (n,), generator=rng)
+            start, end = torch.full((n,), 4), torch.full((n,), 5)
+            seq = torch.stack([torch.zeros(n, dtype=torch.long), start, decade, end, start, anything, end,
+                               torch.full((n,), 2)], 1)  # fmt: skip
+            out = model(torch.tensor([[0, 2]] * n), torch.ones(n, 2, dtype=torch.long), seq[:, :-1],
+                        torch.ones_like(seq[:, :-1]), age, torch.zeros(n, dtype=torch.long))  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), seq[:, 1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():  # the decade's code: at visit 1 (should be high), at visit 2 (should be 1/9)
+            p = out.logits.softmax(-1)
+            return float(p[:, 1].gather(1, seq[:, 2:3]).mean()), float(p[:, 4].gather(1, seq[:, 2:3]).mean())
+
+    shared_first, shared_second = fit(gate=False)
+    gated_first, gated_second = fit(gate=True)
+    assert shared_second > 0.35 and shared_first < 0.55  # the compromise: chance is 1/9
+    assert gated_first > 0.65 and gated_second < 0.25
 
 
 def test_type_embeddings_exist_only_for_several_event_types_and_act() -> None:

@@ -114,6 +114,7 @@ class PromptBart(nn.Module):
         age_bands: Sequence[float] | None = None,
         age_profile_knots: Sequence[float] | None = None,
         age_profile_scale: float = 30.0,
+        age_profile_gate: bool = False,
         visit_times: bool = False,
         visit_times_detach: bool = True,
         token_types: Sequence[int] | None = None,
@@ -209,6 +210,17 @@ class PromptBart(nn.Module):
             if knots
             else None
         )
+        # Profile gate: the table's curves are scaled at each position by exp(linear(decoder state)),
+        # 1 at init. How much age a code needs on top of what the network knows depends on the
+        # position: the first visit has only the prompts, a later one also the history, whose codes
+        # already tell the age. A table shared by every position learnt a compromise: teacher-forced,
+        # the flat model's first-visit codes sat too close to middle age and its later-visit codes
+        # too far from it (docs/benchmarks.md, fidelity: age profile by position).
+        self.profile_gate = None
+        if age_profile_gate and self.age_profile is not None:
+            self.profile_gate = nn.Linear(d, 1)
+            nn.init.zeros_(self.profile_gate.weight)
+            nn.init.zeros_(self.profile_gate.bias)
 
         # Visit times: each visit's stay and the gap to the next, from the decoder state that closes
         # it (ehrgen.models.visit_times). Detached by default: the codes' model then gets the
@@ -279,7 +291,11 @@ class PromptBart(nn.Module):
         weight = self.bart.get_output_embeddings().weight
         logits = nn.functional.linear(hidden, weight, self.bart.final_logits_bias[0].to(hidden.dtype))
         if profile is not None:
-            logits = logits + profile[:, None, :].to(logits.dtype)
+            profile = profile[:, None, :].to(logits.dtype)
+            if self.profile_gate is None:
+                logits = logits + profile
+            else:
+                logits = torch.addcmul(logits, self.profile_gate(hidden).exp(), profile)
         calibrated = not self.training and bool(self.logit_offsets.any())
         if calibrated:
             offsets = self.logit_offsets.to(logits.dtype)

@@ -105,6 +105,61 @@ def _calibration_sums(
     }
 
 
+AGE_PARTS = ("first_visit", "later_visits")
+
+
+def _typical_age_rows(seqs: Sequence[np.ndarray], ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``[B, hi - lo]`` each content token's typical age, leave-one-out: the mean age over the
+    token's occurrences in the *other* patients' sequences (so a patient's own age never scores its
+    own codes); the mean age of all occurrences where no other patient has the token."""
+    width = hi - lo
+    counts = np.zeros((len(seqs), width))
+    for i, seq in enumerate(seqs):
+        items = seq[(seq >= lo) & (seq < hi)] - lo
+        counts[i] = np.bincount(items, minlength=width)
+    age_sum = counts * ages[:, None]
+    total_n, total_age = counts.sum(0), age_sum.sum(0)
+    fill = total_age.sum() / max(total_n.sum(), 1.0)
+    others_n = total_n[None, :] - counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = (total_age[None, :] - age_sum) / others_n
+    return np.where(others_n > 0, rows, fill)
+
+
+def _age_sums(
+    logits: Tensor, dec: Tensor, labels: Tensor, content: tuple[int, int], ages: Tensor, typical: Tensor
+) -> dict[str, np.ndarray]:
+    """Sums for the ``age_*_calibration`` metrics, ``part -> [Σ a·m, Σ m, Σ a·o, Σ o, Σ a, N]``
+    over the positions whose label is a content token, in the patient's first visit or later ones:
+    ``a`` the patient's age, ``m = Σ_c p(c) typical[c]`` with ``p`` renormalised over the content
+    tokens (which item, given that one comes), ``o = typical[label]``."""
+    from ehrgen.data.vocab import VISIT_START
+
+    lo, hi = content
+    is_code = (labels >= lo) & (labels < hi)
+    visit = (dec == VISIT_START).cumsum(1)
+    p = logits[..., lo:hi].float().softmax(-1)
+    model = (p * typical[:, None, :].to(p.dtype)).sum(-1)
+    observed = typical.gather(1, (labels - lo).clamp(0, hi - lo - 1)).to(p.dtype)
+    age = ages.to(p.dtype)[:, None].expand_as(model)
+    out = {}
+    for part, where in zip(AGE_PARTS, (is_code & (visit == 1), is_code & (visit > 1)), strict=True):
+        a, m, o = age[where].double(), model[where].double(), observed[where].double()
+        out[part] = np.array([float((a * m).sum()), float(m.sum()), float((a * o).sum()), float(o.sum()),
+                              float(a.sum()), float(where.sum())])  # fmt: skip
+    return out
+
+
+def _age_calibration(sums: np.ndarray) -> float:
+    """``Σ (a - ā) m / Σ (a - ā) o`` from :func:`_age_sums` (1: codes spread over ages as the data's do)."""
+    am, m, ao, o, a, n = sums
+    if n == 0:
+        return float("nan")
+    mean = a / n
+    den = ao - mean * o
+    return (am - mean * m) / den if den else float("nan")
+
+
 def _load(
     ckpt: str, cohort: str, splits: Sequence[str], max_patients: int
 ) -> tuple[torch.nn.Module, list[np.ndarray], Tensor, Tensor]:
@@ -132,7 +187,9 @@ def _calibration(
 
     content = module.tokenizer.content_range
     empty = np.array([BOS, EOS], dtype=np.int64)
+    typical = torch.from_numpy(_typical_age_rows(seqs, ages.double().numpy(), *content))
     sums: dict[str, list[float]] = {}
+    age_sums = {part: np.zeros(6) for part in AGE_PARTS}
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
         part = slice(start, start + batch_size)
@@ -141,7 +198,11 @@ def _calibration(
             sums.setdefault(name, [0.0, 0.0])
             sums[name][0] += p
             sums[name][1] += n
-    return {f"{name}_calibration": p / n if n else float("nan") for name, (p, n) in sums.items()}
+        for name, values in _age_sums(logits, dec, labels, content, ages[part], typical[part]).items():
+            age_sums[name] += values
+    out = {f"{name}_calibration": p / n if n else float("nan") for name, (p, n) in sums.items()}
+    out.update({f"age_{part}_calibration": _age_calibration(v) for part, v in age_sums.items()})
+    return out
 
 
 @torch.no_grad()
@@ -174,7 +235,10 @@ def model_metrics(
     1 = calibrated, > 1 ends too early): ``stop_calibration`` (``</s>`` after each visit),
     ``first_stop_calibration`` (after the first visit only) and ``visit_end_calibration``
     (``<\\v>`` after each code); and ``carry_calibration``, the expected number of the previous
-    visit's codes written again over the observed number (> 1 carries too much).
+    visit's codes written again over the observed number (> 1 carries too much). And whether the
+    codes it writes spread over ages as the data's do, in the first visit and in later ones:
+    ``age_first_visit_calibration`` / ``age_later_visits_calibration`` (1 = calibrated; < 1 codes
+    drawn towards middle age, > 1 pushed away from it; docs/metrics.md).
     """
     from ehrgen.data.vocab import BOS, EOS, MASK, VISIT_START
 

@@ -270,8 +270,18 @@ def strata_jsd(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+CALIBRATION_ROWS = (
+    "stop_calibration",
+    "first_stop_calibration",
+    "visit_end_calibration",
+    "carry_calibration",
+    "age_first_visit_calibration",
+    "age_later_visits_calibration",
+)
+
+
 def calibration(ckpt: Path, truth: Path) -> dict[str, float]:
-    """Teacher-forced end and carry calibration on truth patients (``calibration_metrics``; 1 = calibrated)."""
+    """Teacher-forced end, carry and age calibration on truth patients (``calibration_metrics``; 1 = calibrated)."""
     from ehrgen.model_metrics import calibration_metrics
 
     return calibration_metrics(str(ckpt), str(truth), ["train", "val", "test"], max_patients=5000)
@@ -322,9 +332,10 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"| exact copies of a training patient | {floor['copy_rate']:.4f} | " + " | ".join(cp) + " |"
     )
-    for key in ("stop_calibration", "first_stop_calibration", "visit_end_calibration", "carry_calibration"):
+    for key in CALIBRATION_ROWS:
         cells = [
-            f"{results[c]['calibration'][key]:.3f}" if "calibration" in results[c] else "-" for c in cols
+            f"{results[c]['calibration'][key]:.3f}" if key in results[c].get("calibration", {}) else "-"
+            for c in cols
         ]
         lines.append(f"| {key} (teacher-forced, 1 = calibrated) | 1 | " + " | ".join(cells) + " |")
     times = [

@@ -91,3 +91,43 @@ def test_trained_model_beats_uniform(demo_checkpoint: Path, demo_cohort: Path) -
     uniform = uniform["visit_end_calibration"]
     assert abs(math.log(out["visit_end_calibration"])) < abs(math.log(uniform))
     assert all(math.isfinite(v) for v in out.values())
+
+
+def test_typical_ages_leave_each_patient_out() -> None:
+    """Known answer: a token's typical age for a patient is the mean age over the other patients'
+    occurrences of it; a token nobody else has gets the mean age of all occurrences."""
+    from ehrgen.model_metrics import _typical_age_rows
+
+    seqs = [np.array(s) for s in ([0, 4, 7, 8, 5, 2], [0, 4, 7, 5, 4, 7, 5, 2], [0, 4, 9, 5, 2])]
+    rows = _typical_age_rows(seqs, np.array([20.0, 50.0, 80.0]), 7, 10)
+    fill = (20 + 20 + 50 + 50 + 80) / 5
+    np.testing.assert_allclose(rows, [[50, fill, 80], [20, 20, 80], [40, 20, fill]])
+
+
+def test_age_calibration_is_the_models_share_of_the_datas_age_spread() -> None:
+    """Known answer: a model that puts ``λ`` on the true code and spreads the rest evenly over the
+    content tokens scores ``λ`` (the even part does not depend on age), separately for the first
+    visit and the later ones; positions that write no code do not count."""
+    from ehrgen.data.datamodule import pad_stack
+    from ehrgen.data.vocab import PAD
+    from ehrgen.model_metrics import _age_calibration, _age_sums
+
+    lo, hi, vocab = 7, 10, 12
+    seqs = [np.array([0, 4, 7, 8, 5, 4, 8, 5, 2]), np.array([0, 4, 9, 5, 4, 9, 8, 5, 2])]
+    dec, _ = pad_stack([s[:-1] for s in seqs], PAD)
+    labels, _ = pad_stack([s[1:] for s in seqs], PAD)
+    share = {1: 0.7, 2: 0.2}  # on the true code, in visit 1 and in visit 2
+    torch.manual_seed(0)
+    logits = torch.randn(*labels.shape, vocab) * 3  # whatever the model says elsewhere
+    visit = (dec == 4).cumsum(1)
+    for b, t in zip(*torch.nonzero((labels >= lo) & (labels < hi), as_tuple=True), strict=True):
+        lam = share[int(visit[b, t])]
+        p = torch.full((hi - lo,), (1 - lam) / (hi - lo))
+        p[labels[b, t] - lo] += lam
+        logits[b, t, lo:hi] = p.log() + 5.0  # any shift: renormalised over the content tokens
+    typical = torch.tensor([[20.0, 50.0, 80.0]] * 2)
+    sums = _age_sums(logits, dec, labels, (lo, hi), torch.tensor([30.0, 70.0]), typical)
+    assert sums["first_visit"][5] == 3 and sums["later_visits"][5] == 3  # code positions
+    assert _age_calibration(sums["first_visit"]) == pytest.approx(0.7, rel=1e-5)
+    assert _age_calibration(sums["later_visits"]) == pytest.approx(0.2, rel=1e-5)
+    assert math.isnan(_age_calibration(np.zeros(6)))

@@ -141,6 +141,11 @@ _HELP: list[tuple[str, str, str]] = [
         "1",
         "expected / observed codes repeated from the previous visit (teacher-forced)",
     ),
+    (
+        r"age_(first_visit|later_visits)_calibration$",
+        "1",
+        "spread of codes over ages, model / data (teacher-forced); <1 drawn to middle age",
+    ),
 ]
 
 

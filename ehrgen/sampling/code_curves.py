@@ -26,7 +26,7 @@ token's age-and-sex main effect as the data show it, rather than zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,10 @@ import torch
 
 from ehrgen.models.prompt_bart import N_SEX, age_hat_weights
 from ehrgen.privacy.small_cells import MIN_CELL
+
+if TYPE_CHECKING:
+    from ehrgen.data.cohort import Cohort
+    from ehrgen.data.vocab import CodeVocab, HierarchicalTokenizer
 
 CURVE_KNOTS: tuple[float, ...] = (0.0, 1.0, 5.0, 18.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
 CURVE_RIDGE = 1.0  # docs/benchmarks.md (fidelity: stage-2 age curves) for how it was chosen
@@ -128,8 +132,8 @@ def fit_code_curves(
 
 
 def token_age_curves(
-    cohort: Any,
-    tokenizer: Any,
+    cohort: Cohort | str,
+    tokenizer: CodeVocab | HierarchicalTokenizer,
     knots: Sequence[float],
     min_cell: int = MIN_CELL,
     ridge: float = CURVE_RIDGE,

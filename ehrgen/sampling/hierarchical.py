@@ -298,9 +298,9 @@ class CodeExpander:
         # per-code totals over all strata: kept apart when small per-stratum cells were suppressed
         totals = np.asarray(stats["code_totals"], np.float64) if "code_totals" in stats else counts.sum(0)
         share = category_shares(totals, cat_of_code, n_cat)
-        self.weights = counts + float(prior) * share[None, :]
         # fitted age curves (newer checkpoints) replace the per-band counts and their prior
         self.curves = stats.get("curves")
+        self.weights = counts + float(prior) * share[None, :] if self.curves is None else None
         if self.curves is not None:
             self.log_share = np.log(share)
             self.coef = np.asarray(self.curves["coef"], np.float64)

@@ -22,7 +22,9 @@ from ehrgen.data.datamodule import (
     CohortDataModule,
     CohortIterableDataset,
     batches_per_rank,
+    pad_stack,
     plan_epoch,
+    shuffle_visit_items,
     truncate_oldest,
 )
 from ehrgen.data.vocab import (
@@ -306,6 +308,115 @@ def test_train_corruption_changes_some_encoder_inputs(cohort: Path, vocab) -> No
             total += 1
             assert enc[0] == BOS and enc[-1] == EOS
     assert 0.25 < changed / total < 0.6
+
+
+def test_shuffled_items_stay_in_their_visit_and_event_type_block() -> None:
+    """Specials keep their places, each (visit, event type) block is permuted within itself, and
+    every order of a block comes out about equally often."""
+    lo = 7
+    types = np.zeros(30, dtype=np.int64)
+    types[7:20], types[20:30] = 1, 2  # diagnoses, then medications
+    ids = np.array([BOS, V, 7, 8, 9, 20, 21, E, V, 10, E, V, 11, 12, E, EOS])
+    rng = np.random.default_rng(0)
+    orders = Counter()
+    for _ in range(3000):
+        out = shuffle_visit_items(ids, rng, (lo, 30), types)
+        special = ids < lo
+        assert out[special].tolist() == ids[special].tolist()
+        assert sorted(out[2:5].tolist()) == [7, 8, 9] and sorted(out[5:7].tolist()) == [20, 21]
+        assert out[9] == 10 and sorted(out[12:14].tolist()) == [11, 12]
+        orders[tuple(out[2:5].tolist())] += 1
+    assert len(orders) == 6 and all(400 < n < 600 for n in orders.values())  # 3! orders, 500 each
+
+
+def test_shuffle_items_reorders_train_visits_only_and_is_seeded(cohort: Path, vocab) -> None:
+    def visits(batch: dict[str, torch.Tensor]) -> list[list[tuple[int, ...]]]:
+        out = []
+        for r in range(len(batch["sex"])):
+            seq = batch["labels"][r, : int(batch["decoder_attention_mask"][r].sum())].tolist()
+            rows, cur = [], []
+            for t in seq:
+                if t == E:
+                    rows.append(tuple(cur))
+                    cur = []
+                elif t >= vocab.content_range[0]:
+                    cur.append(t)
+            out.append(rows)
+        return out
+
+    def batches(shuffle: bool, split: str = "train") -> list[dict[str, torch.Tensor]]:
+        dm = CohortDataModule(str(cohort), vocab, batch_size=4, rank=0, world_size=1, shuffle_items=shuffle)
+        dm.setup("fit")
+        return list(dm.train_dataloader() if split == "train" else dm.val_dataloader())
+
+    plain, shuffled, again = batches(False), batches(True), batches(True)
+    a = [v for b in plain for v in visits(b)]
+    b = [v for b in shuffled for v in visits(b)]
+    assert [[sorted(x) for x in p] for p in a] == [[sorted(x) for x in p] for p in b]  # same visits
+    assert a != b  # in another order
+    assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(shuffled, again, strict=True))
+    for x, y in zip(batches(False, "val"), batches(True, "val"), strict=True):
+        assert torch.equal(x["labels"], y["labels"])  # val keeps the source's order
+
+
+def test_training_on_shuffled_items_ends_visits_on_the_set_not_on_order_cues() -> None:
+    """The cause of visits cut short in generation: every visit of the source ends with one code
+    (as MIMIC's V codes come late), so a model trained in that order learns "end after it", and
+    where that code comes earlier (as in the orders a model writes itself) it misses the visit's
+    real end. Trained on shuffled items, its end decision reads the set written so far, not the order."""
+    from test_prompt_bart import TINY
+
+    from ehrgen.models.prompt_bart import PromptBart
+
+    lo, n_codes, last = 7, 8, 15
+    vocab_size = 16
+    types = np.zeros(vocab_size, dtype=np.int64)
+    types[lo:] = 1
+
+    def patients(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+        out = []
+        for _ in range(n):
+            codes = rng.choice(n_codes, size=rng.integers(1, 5), replace=False) + lo
+            out.append(np.array([BOS, V, *codes, last, E, EOS]))
+        return out
+
+    def end_probability(model: PromptBart, seqs: list[np.ndarray]) -> float:
+        """Mean probability of ``<\\v>`` where the visit really ends."""
+        dec, dec_mask = pad_stack([s[:-1] for s in seqs], PAD)
+        labels, _ = pad_stack([s[1:] for s in seqs], PAD)
+        n = len(seqs)
+        out = model(torch.tensor([[BOS, EOS]] * n), torch.ones(n, 2, dtype=torch.long), dec, dec_mask,
+                    torch.full((n,), 50.0), torch.zeros(n, dtype=torch.long))  # fmt: skip
+        return float(out.logits.softmax(-1)[..., E][labels == E].mean())
+
+    def fit(shuffle: bool, steps: int = 150) -> tuple[float, float]:
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        model = PromptBart(vocab_size, prompt_length=2, **{**TINY, "max_length": 10})
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        for _ in range(steps):
+            seqs = patients(rng, 64)
+            if shuffle:
+                seqs = [shuffle_visit_items(s, rng, (lo, vocab_size), types) for s in seqs]
+            dec, dec_mask = pad_stack([s[:-1] for s in seqs], PAD)
+            labels, _ = pad_stack([s[1:] for s in seqs], -100)
+            n = len(seqs)
+            out = model(torch.tensor([[BOS, EOS]] * n), torch.ones(n, 2, dtype=torch.long), dec, dec_mask,
+                        torch.full((n,), 50.0), torch.zeros(n, dtype=torch.long))  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():  # the same visits, in the source's order and in any order
+            source = patients(rng, 256)
+            shuffled = [shuffle_visit_items(s, rng, (lo, vocab_size), types) for s in source]
+            return end_probability(model, source), end_probability(model, shuffled)
+
+    in_order, other_order = fit(shuffle=False)
+    assert in_order > 0.8 and other_order < 0.5 * in_order
+    in_order, other_order = fit(shuffle=True)
+    assert other_order == pytest.approx(in_order, rel=0.15)
 
 
 def test_truncation_keeps_newest_visits(tmp_path: Path) -> None:

@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader
 
 from ehrgen.data.codes import category_of
 from ehrgen.data.cohort import POLARS_SCHEMA, SPLITS, Cohort, cohort_metadata, write_patient_shards
-from ehrgen.data.corruption import CorruptionConfig
+from ehrgen.data.corruption import CorruptionConfig, shuffle_visits
 from ehrgen.data.datamodule import (
     CohortDataModule,
     CohortIterableDataset,
     batches_per_rank,
     pad_stack,
     plan_epoch,
-    shuffle_visit_items,
     truncate_oldest,
 )
 from ehrgen.data.vocab import (
@@ -310,25 +309,6 @@ def test_train_corruption_changes_some_encoder_inputs(cohort: Path, vocab) -> No
     assert 0.25 < changed / total < 0.6
 
 
-def test_shuffled_items_stay_in_their_visit_and_event_type_block() -> None:
-    """Specials keep their places, each (visit, event type) block is permuted within itself, and
-    every order of a block comes out about equally often."""
-    lo = 7
-    types = np.zeros(30, dtype=np.int64)
-    types[7:20], types[20:30] = 1, 2  # diagnoses, then medications
-    ids = np.array([BOS, V, 7, 8, 9, 20, 21, E, V, 10, E, V, 11, 12, E, EOS])
-    rng = np.random.default_rng(0)
-    orders = Counter()
-    for _ in range(3000):
-        out = shuffle_visit_items(ids, rng, (lo, 30), types)
-        special = ids < lo
-        assert out[special].tolist() == ids[special].tolist()
-        assert sorted(out[2:5].tolist()) == [7, 8, 9] and sorted(out[5:7].tolist()) == [20, 21]
-        assert out[9] == 10 and sorted(out[12:14].tolist()) == [11, 12]
-        orders[tuple(out[2:5].tolist())] += 1
-    assert len(orders) == 6 and all(400 < n < 600 for n in orders.values())  # 3! orders, 500 each
-
-
 def test_shuffle_items_reorders_train_visits_only_and_is_seeded(cohort: Path, vocab) -> None:
     def visits(batch: dict[str, torch.Tensor]) -> list[list[tuple[int, ...]]]:
         out = []
@@ -397,7 +377,7 @@ def test_training_on_shuffled_items_ends_visits_on_the_set_not_on_order_cues() -
         for _ in range(steps):
             seqs = patients(rng, 64)
             if shuffle:
-                seqs = [shuffle_visit_items(s, rng, (lo, vocab_size), types) for s in seqs]
+                seqs = [shuffle_visits(s, rng, types) for s in seqs]
             dec, dec_mask = pad_stack([s[:-1] for s in seqs], PAD)
             labels, _ = pad_stack([s[1:] for s in seqs], -100)
             n = len(seqs)
@@ -410,7 +390,7 @@ def test_training_on_shuffled_items_ends_visits_on_the_set_not_on_order_cues() -
         model.eval()
         with torch.no_grad():  # the same visits, in the source's order and in any order
             source = patients(rng, 256)
-            shuffled = [shuffle_visit_items(s, rng, (lo, vocab_size), types) for s in source]
+            shuffled = [shuffle_visits(s, rng, types) for s in source]
             return end_probability(model, source), end_probability(model, shuffled)
 
     in_order, other_order = fit(shuffle=False)

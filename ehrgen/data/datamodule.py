@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ehrgen.data.cohort import SPLITS, Cohort
-from ehrgen.data.corruption import CorruptionConfig, corrupt_batch
+from ehrgen.data.corruption import CorruptionConfig, corrupt_batch, shuffle_visits
 from ehrgen.data.vocab import BOS, EOS, PAD, VISIT_END, VISIT_START, Tokenizer, token_event_types
 from ehrgen.errors import InputError
 from ehrgen.models.visit_times import visits_time_labels
@@ -83,27 +83,6 @@ def _time_labels(visits: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
     """Per patient, ``[n_visits, 2]`` (gap bin, stay bin) of each visit (:mod:`ehrgen.models.visit_times`)."""
     labels, n = visits_time_labels(visits)
     return np.split(labels, np.cumsum(n)[:-1])
-
-
-def shuffle_visit_items(
-    ids: np.ndarray, rng: np.random.Generator, content: tuple[int, int], token_type: np.ndarray
-) -> np.ndarray:
-    """``ids`` with the items of each visit in a random order; each run of one event type stays
-    in place (diagnoses before procedures before medications, as the source wrote them).
-
-    A visit is a set, but the source's order (MIMIC's ``seq_num``: the principal diagnosis first,
-    V codes late) teaches a model to end a visit on order cues. Teacher-forced on real visits with
-    their items permuted, the flat model trained in source order ended visits 1.9-2.4x too often,
-    the longest (the oldest patients') most; generating, it writes its own orders, and the
-    oldest patients' visits came out 8 % short (docs/benchmarks.md, fidelity).
-    """
-    lo, hi = content
-    is_item = (ids >= lo) & (ids < hi)
-    kind = token_type[np.where(is_item, ids, 0)]
-    # a new segment at every non-item, at the first item after one, and where the type changes
-    new = np.ones(len(ids), dtype=bool)
-    new[1:] = ~is_item[1:] | ~is_item[:-1] | (kind[1:] != kind[:-1])
-    return ids[np.lexsort((rng.random(len(ids)), np.cumsum(new)))]
 
 
 def pad_stack(seqs: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,9 +304,14 @@ class CohortIterableDataset(IterableDataset):
         """Patients -> the batch contract (see :class:`CohortDataModule`)."""
         clean = [truncate_oldest(r[0], self.max_length) for r in rows]
         if self.shuffle_items:
+            # A visit is a set, but the source's order (MIMIC's seq_num: the principal diagnosis
+            # first, V codes late) taught the model to end visits on order cues. Teacher-forced on
+            # real visits with their items permuted, the flat model trained in source order ended
+            # visits 1.9-2.4x too often, the longest (the oldest patients') most; generating, it
+            # writes its own orders, and the oldest patients' visits came out 8 % short
+            # (docs/benchmarks.md, fidelity: visit items in a random order).
             order_rng = np.random.default_rng([self.seed, epoch, self.rank, batch_index, 3])
-            content = self.tokenizer.content_range
-            clean = [shuffle_visit_items(c, order_rng, content, self.token_type) for c in clean]
+            clean = [shuffle_visits(c, order_rng, self.token_type) for c in clean]
         if self.corruption is None:
             encoder = clean
         else:
@@ -377,7 +361,7 @@ class CohortDataModule(L.LightningDataModule):
 
     ``corruption`` None means the default :class:`CorruptionConfig`; pass ``{"p": 0}`` to train
     without it. ``shuffle_items``: train batches hold each visit's items in a fresh random order
-    (:func:`shuffle_visit_items`, seeded by seed, epoch, rank and batch); val and test keep the
+    (:func:`~ehrgen.data.corruption.shuffle_visits`, seeded by seed, epoch, rank and batch); val and test keep the
     source's order. ``rank``/``world_size`` override what torch.distributed or the trainer report.
     The training module calls :meth:`set_epoch` at each epoch start; ``state_dict`` holds
     (epoch, batches_consumed), counted in :meth:`on_before_batch_transfer`, so a resumed run

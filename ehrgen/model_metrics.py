@@ -157,7 +157,7 @@ def _age_calibration(sums: np.ndarray) -> float:
         return float("nan")
     mean = a / n
     den = ao - mean * o
-    return (am - mean * m) / den if den else float("nan")
+    return float((am - mean * m) / den) if den else float("nan")  # a plain float: checkpoints keep it
 
 
 def _load(

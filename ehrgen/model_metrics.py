@@ -108,21 +108,37 @@ def _calibration_sums(
 AGE_PARTS = ("first_visit", "later_visits")
 
 
-def _typical_age_rows(seqs: Sequence[np.ndarray], ages: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``[B, hi - lo]`` each content token's typical age, leave-one-out: the mean age over the
-    token's occurrences in the *other* patients' sequences (so a patient's own age never scores its
-    own codes); the mean age of all occurrences where no other patient has the token."""
+def _item_age_totals(
+    seqs: Sequence[np.ndarray], ages: np.ndarray, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Occurrences of each content token over ``seqs`` and the sum of their patients' ages."""
+    items = [s[(s >= lo) & (s < hi)] - lo for s in seqs]
+    flat = np.concatenate(items) if items else np.zeros(0, np.int64)
+    age = np.repeat(np.asarray(ages, np.float64), [len(x) for x in items])
+    return np.bincount(flat, minlength=hi - lo).astype(np.float64), np.bincount(flat, age, minlength=hi - lo)
+
+
+def _typical_age_rows(
+    seqs: Sequence[np.ndarray],
+    ages: np.ndarray,
+    lo: int,
+    hi: int,
+    totals: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``[B, hi - lo]`` each content token's typical age for each patient of ``seqs``, leave-one-out:
+    the mean age over the token's occurrences in the *other* patients' sequences (so a patient's
+    own age never scores its own codes); the mean age of all occurrences where no other patient
+    has it. ``totals``: :func:`_item_age_totals` of every patient (default: of ``seqs``), so a batch
+    at a time needs ``[batch, vocabulary]`` memory only."""
     width = hi - lo
+    total_n, total_age = _item_age_totals(seqs, ages, lo, hi) if totals is None else totals
     counts = np.zeros((len(seqs), width))
     for i, seq in enumerate(seqs):
-        items = seq[(seq >= lo) & (seq < hi)] - lo
-        counts[i] = np.bincount(items, minlength=width)
-    age_sum = counts * ages[:, None]
-    total_n, total_age = counts.sum(0), age_sum.sum(0)
+        counts[i] = np.bincount(seq[(seq >= lo) & (seq < hi)] - lo, minlength=width)
     fill = total_age.sum() / max(total_n.sum(), 1.0)
     others_n = total_n[None, :] - counts
     with np.errstate(invalid="ignore", divide="ignore"):
-        rows = (total_age[None, :] - age_sum) / others_n
+        rows = (total_age[None, :] - counts * np.asarray(ages, np.float64)[:, None]) / others_n
     return np.where(others_n > 0, rows, fill)
 
 
@@ -187,7 +203,8 @@ def _calibration(
 
     content = module.tokenizer.content_range
     empty = np.array([BOS, EOS], dtype=np.int64)
-    typical = torch.from_numpy(_typical_age_rows(seqs, ages.double().numpy(), *content))
+    age_years = ages.double().numpy()
+    totals = _item_age_totals(seqs, age_years, *content)
     sums: dict[str, list[float]] = {}
     age_sums = {part: np.zeros(6) for part in AGE_PARTS}
     for start in range(0, len(seqs), batch_size):
@@ -198,7 +215,8 @@ def _calibration(
             sums.setdefault(name, [0.0, 0.0])
             sums[name][0] += p
             sums[name][1] += n
-        for name, values in _age_sums(logits, dec, labels, content, ages[part], typical[part]).items():
+        typical = torch.from_numpy(_typical_age_rows(chunk, age_years[part], *content, totals))
+        for name, values in _age_sums(logits, dec, labels, content, ages[part], typical).items():
             age_sums[name] += values
     out = {f"{name}_calibration": p / n if n else float("nan") for name, (p, n) in sums.items()}
     out.update({f"age_{part}_calibration": _age_calibration(v) for part, v in age_sums.items()})

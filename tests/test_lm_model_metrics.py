@@ -96,12 +96,15 @@ def test_trained_model_beats_uniform(demo_checkpoint: Path, demo_cohort: Path) -
 def test_typical_ages_leave_each_patient_out() -> None:
     """Known answer: a token's typical age for a patient is the mean age over the other patients'
     occurrences of it; a token nobody else has gets the mean age of all occurrences."""
-    from ehrgen.model_metrics import _typical_age_rows
+    from ehrgen.model_metrics import _item_age_totals, _typical_age_rows
 
     seqs = [np.array(s) for s in ([0, 4, 7, 8, 5, 2], [0, 4, 7, 5, 4, 7, 5, 2], [0, 4, 9, 5, 2])]
     rows = _typical_age_rows(seqs, np.array([20.0, 50.0, 80.0]), 7, 10)
     fill = (20 + 20 + 50 + 50 + 80) / 5
     np.testing.assert_allclose(rows, [[50, fill, 80], [20, 20, 80], [40, 20, fill]])
+    # a batch at a time, with every patient's totals: the same rows
+    totals = _item_age_totals(seqs, np.array([20.0, 50.0, 80.0]), 7, 10)
+    np.testing.assert_allclose(_typical_age_rows(seqs[1:], np.array([50.0, 80.0]), 7, 10, totals), rows[1:])
 
 
 def test_age_calibration_is_the_models_share_of_the_datas_age_spread() -> None:

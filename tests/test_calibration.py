@@ -158,7 +158,9 @@ def test_training_calibrates_its_checkpoints_on_the_val_split(trained: dict, dem
         assert not any(p.name.startswith(".") for p in Path(path).parent.iterdir())  # no temp left
     # the metrics on the calibration split after the fit are those of the loaded checkpoint
     after = calibration_metrics(trained["best_checkpoint"], str(demo_cohort), ["val"], 5000)
-    assert after == pytest.approx(record["after"], rel=1e-5, nan_ok=True)  # nan where a part has nothing to score
+    assert after == pytest.approx(
+        record["after"], rel=1e-5, nan_ok=True
+    )  # nan where a part has nothing to score
 
 
 def test_calibrated_stop_meets_the_first_order_condition(
